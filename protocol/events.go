@@ -167,7 +167,7 @@ var ErrUnknownEventType = errors.New("unknown event type")
 // hash covers exactly those bytes.
 type EventBody struct {
 	typ  string
-	tree map[string]any
+	tree Object
 }
 
 // NewEvent builds an event body from a typed payload.
@@ -177,8 +177,7 @@ func NewEvent(p EventPayload) EventBody {
 		// Payload types hold only strings, ints and nested structs of those.
 		panic(fmt.Sprintf("protocol: encoding %T: %v", p, err))
 	}
-	obj := t.(map[string]any)
-	obj["type"] = p.EventType()
+	obj := t.(Object).With("type", p.EventType())
 	return EventBody{typ: p.EventType(), tree: obj}
 }
 
@@ -218,11 +217,12 @@ func (b EventBody) encodeTree() (any, error) {
 }
 
 func (b *EventBody) decodeTree(path string, v any) error {
-	obj, ok := v.(map[string]any)
+	obj, ok := v.(Object)
 	if !ok {
 		return typeError(path, "an object", v)
 	}
-	typ, ok := obj["type"].(string)
+	t, _ := obj.Get("type")
+	typ, ok := t.(string)
 	if !ok || typ == "" {
 		return &FieldError{Path: path + ".type", Reason: "an event needs a non-empty string type"}
 	}

@@ -102,11 +102,12 @@ func (e ExecutionSpec) encodeTree() (any, error) {
 }
 
 func (e *ExecutionSpec) decodeTree(path string, v any) error {
-	obj, ok := v.(map[string]any)
+	obj, ok := v.(Object)
 	if !ok {
 		return typeError(path, "an object", v)
 	}
-	kind, _ := obj["kind"].(string)
+	k, _ := obj.Get("kind")
+	kind, _ := k.(string)
 	switch kind {
 	case ExecShell:
 		var s execShell

@@ -1,10 +1,10 @@
 package protocol
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -44,8 +44,7 @@ func (e *ParseError) Error() string {
 func (e *ParseError) Unwrap() error { return e.Err }
 
 // Parse strictly parses one JSON text (RFC 8259 restricted to I-JSON,
-// RFC 7493) into a tree of nil, bool, float64, string, []any and
-// map[string]any. Duplicate member names, invalid UTF-8, lone surrogates,
+// RFC 7493) into a tree of nil, bool, float64, string, []any and Object. Duplicate member names, invalid UTF-8, lone surrogates,
 // numbers that overflow a double, nesting deeper than MaxDepth and input
 // larger than MaxDocumentBytes are errors. Numbers are IEEE-754 doubles, as
 // in JavaScript, so integers beyond 2^53 lose precision exactly as
@@ -74,12 +73,42 @@ func Canonicalize(data []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return AppendCanonical(nil, v)
+	return AppendCanonical(make([]byte, 0, len(data)), v)
 }
 
 type parser struct {
-	data []byte
-	pos  int
+	data    []byte
+	pos     int
+	members []Member // scratch stack of members of the objects being parsed
+	values  []any    // scratch stack of elements of the arrays being parsed
+	keys    map[string]string
+}
+
+// key parses a member name, sharing one string per distinct short name:
+// protocol objects repeat the same few names many times.
+func (p *parser) key() (string, error) {
+	d := p.data
+	start := p.pos + 1
+	end := start
+	for end < len(d) && end-start <= 32 && !stringStop[d[end]] && d[end] < utf8.RuneSelf {
+		end++
+	}
+	if end < len(d) && d[end] == '"' && end-start <= 32 {
+		if k, ok := p.keys[string(d[start:end])]; ok {
+			p.pos = end + 1
+			return k, nil
+		}
+		k := string(d[start:end])
+		if p.keys == nil {
+			p.keys = make(map[string]string, 32)
+		}
+		if len(p.keys) < 1024 {
+			p.keys[k] = k
+		}
+		p.pos = end + 1
+		return k, nil
+	}
+	return p.string()
 }
 
 func (p *parser) fail(err error) error { return &ParseError{Offset: p.pos, Err: err} }
@@ -131,25 +160,23 @@ func (p *parser) object(depth int) (any, error) {
 	if depth > MaxDepth {
 		return nil, p.fail(fmt.Errorf("%w: more than %d levels", ErrTooDeep, MaxDepth))
 	}
+	objAt := p.pos
 	p.pos++ // '{'
-	obj := make(map[string]any)
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == '}' {
 		p.pos++
-		return obj, nil
+		return Object{}, nil
 	}
+	mark := len(p.members)
+	defer func() { p.members = p.members[:mark] }()
 	for {
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != '"' {
 			return nil, p.fail(fmt.Errorf("%w: expected a member name", ErrSyntax))
 		}
-		keyAt := p.pos
-		key, err := p.string()
+		key, err := p.key()
 		if err != nil {
 			return nil, err
-		}
-		if _, dup := obj[key]; dup {
-			return nil, &ParseError{Offset: keyAt, Err: fmt.Errorf("%w: %q", ErrDuplicateKey, key)}
 		}
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
@@ -161,7 +188,7 @@ func (p *parser) object(depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		obj[key] = v
+		p.members = append(p.members, Member{Key: key, Value: v})
 		p.skipSpace()
 		if p.pos >= len(p.data) {
 			return nil, p.fail(fmt.Errorf("%w: unterminated object", ErrSyntax))
@@ -171,6 +198,11 @@ func (p *parser) object(depth int) (any, error) {
 			p.pos++
 		case '}':
 			p.pos++
+			obj := make(Object, len(p.members)-mark)
+			copy(obj, p.members[mark:])
+			if dup, ok := sortMembers(obj); !ok {
+				return nil, &ParseError{Offset: objAt, Err: fmt.Errorf("%w: %q in the object starting here", ErrDuplicateKey, dup)}
+			}
 			return obj, nil
 		default:
 			return nil, p.fail(fmt.Errorf("%w: expected ',' or '}' in object", ErrSyntax))
@@ -183,19 +215,20 @@ func (p *parser) array(depth int) (any, error) {
 		return nil, p.fail(fmt.Errorf("%w: more than %d levels", ErrTooDeep, MaxDepth))
 	}
 	p.pos++ // '['
-	arr := []any{}
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == ']' {
 		p.pos++
-		return arr, nil
+		return []any{}, nil
 	}
+	mark := len(p.values)
+	defer func() { p.values = p.values[:mark] }()
 	for {
 		p.skipSpace()
 		v, err := p.value(depth)
 		if err != nil {
 			return nil, err
 		}
-		arr = append(arr, v)
+		p.values = append(p.values, v)
 		p.skipSpace()
 		if p.pos >= len(p.data) {
 			return nil, p.fail(fmt.Errorf("%w: unterminated array", ErrSyntax))
@@ -205,6 +238,8 @@ func (p *parser) array(depth int) (any, error) {
 			p.pos++
 		case ']':
 			p.pos++
+			arr := make([]any, len(p.values)-mark)
+			copy(arr, p.values[mark:])
 			return arr, nil
 		default:
 			return nil, p.fail(fmt.Errorf("%w: expected ',' or ']' in array", ErrSyntax))
@@ -278,19 +313,20 @@ func (p *parser) string() (string, error) {
 	d := p.data
 	p.pos++ // opening quote
 	start := p.pos
-	// Fast path: no escapes, ASCII only.
-	i := start
-	for i < len(d) {
-		c := d[i]
-		if c == '"' {
-			p.pos = i + 1
-			return string(d[start:i]), nil
-		}
-		if c == '\\' || c < 0x20 || c >= 0x80 {
-			break
-		}
+	// Fast path: no escapes.
+	i := start + plainPrefix(d[start:])
+	for i < len(d) && !stringStop[d[i]] {
 		i++
 	}
+	if i < len(d) && d[i] == '"' {
+		if !utf8.Valid(d[start:i]) {
+			p.pos = start
+			return "", p.fail(ErrInvalidUTF8)
+		}
+		p.pos = i + 1
+		return string(d[start:i]), nil
+	}
+	i = start
 	buf := make([]byte, 0, i-start+16)
 	buf = append(buf, d[start:i]...)
 	for {
@@ -417,35 +453,34 @@ func AppendCanonical(dst []byte, v any) ([]byte, error) {
 			}
 		}
 		return append(dst, ']'), nil
-	case map[string]any:
+	case Object:
 		return appendObject(dst, v, "")
+	case map[string]any:
+		return appendObject(dst, objectFromMap(v), "")
 	default:
 		return nil, fmt.Errorf("canonical JSON: unsupported value of type %T", v)
 	}
 }
 
-// appendObject writes an object with its members in UTF-16 code unit order,
+// appendObject writes an object (its members already in canonical order),
 // leaving out the member named skip (when skip is not empty).
-func appendObject(dst []byte, obj map[string]any, skip string) ([]byte, error) {
-	keys := make([]string, 0, len(obj))
-	for k := range obj {
-		if skip != "" && k == skip {
+func appendObject(dst []byte, obj Object, skip string) ([]byte, error) {
+	dst = append(dst, '{')
+	first := true
+	for _, m := range obj {
+		if skip != "" && m.Key == skip {
 			continue
 		}
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, compareUTF16)
-	dst = append(dst, '{')
-	for i, k := range keys {
-		if i > 0 {
+		if !first {
 			dst = append(dst, ',')
 		}
+		first = false
 		var err error
-		if dst, err = appendString(dst, k); err != nil {
+		if dst, err = appendString(dst, m.Key); err != nil {
 			return nil, err
 		}
 		dst = append(dst, ':')
-		if dst, err = AppendCanonical(dst, obj[k]); err != nil {
+		if dst, err = AppendCanonical(dst, m.Value); err != nil {
 			return nil, err
 		}
 	}
@@ -491,21 +526,65 @@ func utf16Lead(r rune) rune {
 	return r // 0x10000..0x10FFFF: after every BMP rune below E000, before E000..FFFF
 }
 
+// stringStop marks the bytes that end the parser's fast path through a
+// string: the closing quote, a backslash, a control character.
+var stringStop = func() (t [256]bool) {
+	for c := range 0x20 {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
+
+// Eight bytes at a time: a word has a byte that stops a string scan when
+// it has a byte below 0x20, a '"' or a '\\'.
+const (
+	lsb = 0x0101010101010101
+	msb = 0x8080808080808080
+)
+
+func stopsWord(x uint64) bool {
+	hasLess := (x - 0x20*lsb) & ^x & msb
+	q := x ^ ('"' * lsb)
+	hasQuote := (q - lsb) & ^q & msb
+	b := x ^ ('\\' * lsb)
+	hasBackslash := (b - lsb) & ^b & msb
+	return hasLess|hasQuote|hasBackslash != 0
+}
+
+// plainPrefix returns the length of a prefix of d, a multiple of 8, whose
+// bytes need no attention (no quote, backslash or control character).
+func plainPrefix(d []byte) int {
+	i := 0
+	for ; i+8 <= len(d); i += 8 {
+		if stopsWord(binary.LittleEndian.Uint64(d[i:])) {
+			break
+		}
+	}
+	return i
+}
+
+func plainPrefixString(s string) int {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		if stopsWord(x) {
+			break
+		}
+	}
+	return i
+}
+
 func appendString(dst []byte, s string) ([]byte, error) {
+	if !utf8.ValidString(s) {
+		return nil, fmt.Errorf("canonical JSON: %w in string", ErrInvalidUTF8)
+	}
 	dst = append(dst, '"')
 	start := 0
-	for i := 0; i < len(s); {
+	for i := plainPrefixString(s); i < len(s); i++ {
 		c := s[i]
-		if c >= utf8.RuneSelf {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				return nil, fmt.Errorf("canonical JSON: %w in string", ErrInvalidUTF8)
-			}
-			i += size
-			continue
-		}
-		if c >= 0x20 && c != '"' && c != '\\' {
-			i++
+		if !stringStop[c] {
 			continue
 		}
 		dst = append(dst, s[start:i]...)
@@ -528,8 +607,7 @@ func appendString(dst []byte, s string) ([]byte, error) {
 			const hexDigits = "0123456789abcdef"
 			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
 		}
-		i++
-		start = i
+		start = i + 1
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"'), nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,8 +97,10 @@ func decodeJSON(data []byte, root string, dst any) error {
 // omitempty and left out when zero.
 func toTree(v any) (any, error) {
 	switch v.(type) {
-	case nil, bool, float64, string, []any, map[string]any:
+	case nil, bool, float64, string, []any, Object:
 		return v, nil
+	case map[string]any:
+		return objectFromMap(v.(map[string]any)), nil
 	}
 	return encodeValue(reflect.ValueOf(v))
 }
@@ -125,8 +128,8 @@ func encodeValue(rv reflect.Value) (any, error) {
 		}
 		return encodeValue(rv.Elem())
 	case reflect.Struct:
-		info := fieldsOf(rv.Type())
-		obj := make(map[string]any, len(info))
+		info := fieldsOf(rv.Type()) // in canonical order of their names
+		obj := make(Object, 0, len(info))
 		for _, f := range info {
 			fv := rv.Field(f.index)
 			if f.omitEmpty && fv.IsZero() {
@@ -139,7 +142,7 @@ func encodeValue(rv reflect.Value) (any, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", f.name, err)
 			}
-			obj[f.name] = t
+			obj = append(obj, Member{Key: f.name, Value: t})
 		}
 		return obj, nil
 	case reflect.String:
@@ -178,15 +181,16 @@ func encodeValue(rv reflect.Value) (any, error) {
 		if rv.Type().Key().Kind() != reflect.String {
 			return nil, fmt.Errorf("map key type %s is not a string", rv.Type().Key())
 		}
-		obj := make(map[string]any, rv.Len())
+		obj := make(Object, 0, rv.Len())
 		iter := rv.MapRange()
 		for iter.Next() {
 			t, err := encodeValue(iter.Value())
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", iter.Key().String(), err)
 			}
-			obj[iter.Key().String()] = t
+			obj = append(obj, Member{Key: iter.Key().String(), Value: t})
 		}
+		sortMembers(obj)
 		return obj, nil
 	default:
 		return nil, fmt.Errorf("unsupported type %s", rv.Type())
@@ -220,12 +224,12 @@ func fromTree(path string, v any, rv reflect.Value) error {
 		rv.Set(reflect.ValueOf(v))
 		return nil
 	case reflect.Struct:
-		obj, ok := v.(map[string]any)
+		obj, ok := v.(Object)
 		if !ok {
 			return typeError(path, "an object", v)
 		}
 		for _, f := range fieldsOf(rv.Type()) {
-			mv, present := obj[f.name]
+			mv, present := obj.Get(f.name)
 			if !present {
 				if !f.omitEmpty {
 					return &FieldError{Path: path + "." + f.name, Reason: "required member is missing"}
@@ -295,12 +299,13 @@ func fromTree(path string, v any, rv reflect.Value) error {
 		rv.Set(s)
 		return nil
 	case reflect.Map:
-		obj, ok := v.(map[string]any)
+		obj, ok := v.(Object)
 		if !ok {
 			return typeError(path, "an object", v)
 		}
 		m := reflect.MakeMapWithSize(rv.Type(), len(obj))
-		for k, e := range obj {
+		for _, mem := range obj {
+			k, e := mem.Key, mem.Value
 			ev := reflect.New(rv.Type().Elem()).Elem()
 			if err := fromTree(path+"."+k, e, ev); err != nil {
 				return err
@@ -330,7 +335,7 @@ func jsonKind(v any) string {
 		return "a string"
 	case []any:
 		return "an array"
-	case map[string]any:
+	case Object:
 		return "an object"
 	default:
 		return fmt.Sprintf("%T", v)
@@ -365,6 +370,7 @@ func fieldsOf(t reflect.Type) []fieldInfo {
 		}
 		out = append(out, fieldInfo{name: name, index: i, omitEmpty: strings.Contains(opts, "omitempty")})
 	}
+	slices.SortFunc(out, func(a, b fieldInfo) int { return compareUTF16(a.name, b.name) })
 	fieldCache.Store(t, out)
 	return out
 }

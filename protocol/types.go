@@ -178,7 +178,7 @@ type Contract struct {
 	ExpiresAt    string           `json:"expiresAt"`
 	Signatures   []Signature      `json:"signatures"`
 
-	received map[string]any // the object as decoded, when it was decoded
+	received Object // the object as decoded, when it was decoded
 }
 
 // ManifestFile is one content-addressed file in a manifest.
@@ -204,7 +204,7 @@ type Manifest struct {
 	// the original's git bundle. This implementation writes SnapshotVersion.
 	Format string `json:"format,omitempty"`
 
-	received map[string]any
+	received Object
 }
 
 // Policy is a warrant.policy.v1: the plane's rules for issuing contracts.
@@ -219,7 +219,7 @@ type Policy struct {
 	Consent     []ConsentRule   `json:"consent"`
 	Retention   Retention       `json:"retention"`
 
-	received map[string]any
+	received Object
 }
 
 // PolicyRunners lists the runner pools contracts may target.
@@ -339,7 +339,7 @@ type Receipt struct {
 	CostUSD             *float64        `json:"costUsd,omitempty"`
 	Signatures          []Signature     `json:"signatures"`
 
-	received map[string]any
+	received Object
 }
 
 // BundleKeys are the public keys a bundle carries. They are hints: trust
@@ -361,8 +361,8 @@ type Bundle struct {
 
 // --- decoding and encoding that keep the received bytes ---
 
-func decodeReceived(path string, v any, plain any, received *map[string]any) error {
-	obj, ok := v.(map[string]any)
+func decodeReceived(path string, v any, plain any, received *Object) error {
+	obj, ok := v.(Object)
 	if !ok {
 		return typeError(path, "an object", v)
 	}
@@ -375,23 +375,18 @@ func decodeReceived(path string, v any, plain any, received *map[string]any) err
 
 // encodeReceived renders an object from its received tree when it has one
 // (so unknown members survive), with signatures taken from the struct.
-func encodeReceived(received map[string]any, plain any, signatures []Signature, hasSignatures bool) (any, error) {
+func encodeReceived(received Object, plain any, signatures []Signature, hasSignatures bool) (any, error) {
 	if received == nil {
 		return encodeValue(reflect.ValueOf(plain))
 	}
 	if !hasSignatures {
 		return received, nil
 	}
-	out := make(map[string]any, len(received))
-	for k, v := range received {
-		out[k] = v
-	}
 	sigs, err := encodeValue(reflect.ValueOf(signatures))
 	if err != nil {
 		return nil, err
 	}
-	out["signatures"] = sigs
-	return out, nil
+	return received.With("signatures", sigs), nil
 }
 
 func (c *Contract) decodeTree(path string, v any) error {
@@ -483,7 +478,7 @@ func unsignedHash(v treeEncoder) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	obj, ok := t.(map[string]any)
+	obj, ok := t.(Object)
 	if !ok {
 		return "", fmt.Errorf("signed object is not a JSON object")
 	}
@@ -498,7 +493,7 @@ func unsignedHash(v treeEncoder) (string, error) {
 // received (hash(contract.workspace)).
 func (c *Contract) ManifestHash() (string, error) {
 	if c.received != nil {
-		if ws, ok := c.received["workspace"]; ok {
+		if ws, ok := c.received.Get("workspace"); ok {
 			b, err := AppendCanonical(nil, ws)
 			if err != nil {
 				return "", err

@@ -215,7 +215,7 @@ func TestContractVector(t *testing.T) {
 		t.Fatalf("contract hash %s, want %s", h, v["contractHash"])
 	}
 	tree, _ := c.encodeTree()
-	unsigned, _ := appendObject(nil, tree.(map[string]any), "signatures")
+	unsigned, _ := appendObject(nil, tree.(Object), "signatures")
 	if string(unsigned) != str(t, v, "unsignedCanonical") {
 		t.Fatalf("unsigned canonical differs:\n%s", unsigned)
 	}
@@ -338,7 +338,7 @@ func TestReceiptVector(t *testing.T) {
 		t.Fatalf("receipt hash %s, want %s", h, v["signedPayloadHex"])
 	}
 	tree, _ := r.encodeTree()
-	unsigned, _ := appendObject(nil, tree.(map[string]any), "signatures")
+	unsigned, _ := appendObject(nil, tree.(Object), "signatures")
 	if string(unsigned) != str(t, v, "unsignedCanonical") {
 		t.Fatalf("unsigned canonical differs")
 	}

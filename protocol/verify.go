@@ -116,7 +116,12 @@ func mismatch(check, field, format string, args ...any) error {
 // run, before it countersigns: everything that does not need the plane's
 // own signatures (checks 2–9 and 11). It returns the first failure.
 func VerifyCompletion(c *Contract, events []ChainedEvent, r *Receipt, runnerKey *PublicKey) error {
-	for _, res := range linkageChecks(c, events, r, runnerKey) {
+	contractHash, hashErr := c.Hash()
+	var runnerSigErr error
+	if runnerKey != nil {
+		runnerSigErr = r.VerifySignature(SignerRunner, runnerKey)
+	}
+	for _, res := range linkageChecks(c, contractHash, hashErr, events, r, runnerKey, runnerSigErr) {
 		if res.Err != nil {
 			return res.Err
 		}
@@ -125,12 +130,11 @@ func VerifyCompletion(c *Contract, events []ChainedEvent, r *Receipt, runnerKey 
 }
 
 // linkageChecks verifies the receipt against the contract, the events and
-// the runner key.
-func linkageChecks(c *Contract, events []ChainedEvent, r *Receipt, runnerKey *PublicKey) []CheckResult {
+// the runner key. The caller hashes the contract and verifies the runner
+// signature (runnerSigErr), so that costly work can run in parallel.
+func linkageChecks(c *Contract, contractHash string, hashErr error, events []ChainedEvent, r *Receipt, runnerKey *PublicKey, runnerSigErr error) []CheckResult {
 	out := make([]CheckResult, 0, 12)
 	add := func(name string, err error) { out = append(out, CheckResult{Name: name, Err: err}) }
-
-	contractHash, hashErr := c.Hash()
 
 	// 2. binding
 	switch {
@@ -159,8 +163,8 @@ func linkageChecks(c *Contract, events []ChainedEvent, r *Receipt, runnerKey *Pu
 	// 4. runner signature
 	if runnerKey == nil {
 		add(CheckRunnerSignature, failure(CheckRunnerSignature, "receipt.signatures", errors.New("no runner public key")))
-	} else if err := r.VerifySignature(SignerRunner, runnerKey); err != nil {
-		add(CheckRunnerSignature, &VerifyError{Check: CheckRunnerSignature, Seq: -1, Field: "receipt.signatures", Signer: SignerRunner, Err: err})
+	} else if runnerSigErr != nil {
+		add(CheckRunnerSignature, &VerifyError{Check: CheckRunnerSignature, Seq: -1, Field: "receipt.signatures", Signer: SignerRunner, Err: runnerSigErr})
 	} else {
 		add(CheckRunnerSignature, nil)
 	}
@@ -300,28 +304,40 @@ func VerifyBundle(b *Bundle, trust *TrustStore) *Report {
 		orgKey, orgErr = ParsePublicKeyPEM(b.Keys.OrgPublicKeyPEM)
 	}
 
-	// The three signature verifications dominate the cost; run the two
-	// plane ones beside the linkage checks.
+	// The three signature verifications dominate the cost: hash each signed
+	// object once, verify the signatures in parallel beside the linkage
+	// checks.
+	contractHash, contractHashErr := b.Contract.Hash()
+	receiptHash, receiptHashErr := b.Receipt.Hash()
+	verify := func(object string, sigs []Signature, signer string, key *PublicKey, hash string, hashErr error) error {
+		if hashErr != nil {
+			return hashErr
+		}
+		return verifySignature(object, sigs, signer, key, hash)
+	}
 	var wg sync.WaitGroup
-	var contractSigErr, counterSigErr error
+	var contractSigErr, counterSigErr, runnerSigErr error
 	if planeErr == nil {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			if err := b.Contract.VerifySignature(SignerPlane, planeKey); err != nil {
+			if err := verify("contract", b.Contract.Signatures, SignerPlane, planeKey, contractHash, contractHashErr); err != nil {
 				contractSigErr = &VerifyError{Check: CheckContractSignature, Seq: -1, Field: "contract.signatures", Signer: SignerPlane, Err: err}
 			}
 		}()
 		go func() {
 			defer wg.Done()
-			if err := b.Receipt.VerifySignature(SignerPlane, planeKey); err != nil {
+			if err := verify("receipt", b.Receipt.Signatures, SignerPlane, planeKey, receiptHash, receiptHashErr); err != nil {
 				counterSigErr = &VerifyError{Check: CheckPlaneCountersign, Seq: -1, Field: "receipt.signatures", Signer: SignerPlane, Err: err}
 			}
 		}()
 	} else {
 		contractSigErr, counterSigErr = planeErr, failure(CheckPlaneCountersign, "keys.planePublicKeyPem", planeErr)
 	}
-	linkage := linkageChecks(b.Contract, b.Events, b.Receipt, runnerKey)
+	if runnerKey != nil {
+		runnerSigErr = verify("receipt", b.Receipt.Signatures, SignerRunner, runnerKey, receiptHash, receiptHashErr)
+	}
+	linkage := linkageChecks(b.Contract, contractHash, contractHashErr, b.Events, b.Receipt, runnerKey, runnerSigErr)
 	if runnerErr != nil {
 		for i := range linkage {
 			if linkage[i].Name == CheckRunnerKey {
