@@ -214,31 +214,31 @@ type Cancellation struct {
 // Run is the plane's view of one run (GET /v1/runs/{id}; rows of
 // GET /v1/runs carry the same fields without Contract and Receipt).
 type Run struct {
-	ID                  string              `json:"id"`
-	State               string              `json:"state"` // one of protocol.RunStates
-	Agent               protocol.AgentSpec  `json:"agent"`
-	Pool                string              `json:"pool"`
-	Prompt              string              `json:"prompt"`
-	Isolation           string              `json:"isolation"`
-	RequestedBy         protocol.ActorRef   `json:"requestedBy"`
-	CreatedAt           string              `json:"createdAt"`
-	UpdatedAt           string              `json:"updatedAt"`
-	PolicyDecision      PolicyDecision      `json:"policyDecision"`
-	ConsentRequirements []string            `json:"consentRequirements,omitempty"`
-	Approvals           []Approval          `json:"approvals,omitempty"`
-	Cancellation        *Cancellation       `json:"cancellation,omitempty"`
-	RunnerID            string              `json:"runnerId,omitempty"`
-	RunnerKeyID         string              `json:"runnerKeyId,omitempty"`
-	ContractHash        string              `json:"contractHash,omitempty"`
-	EventCount          int64               `json:"eventCount"`
-	Failure             *Failure            `json:"failure,omitempty"`
-	HasReceipt          bool                `json:"hasReceipt"`
-	Contract            *protocol.Contract  `json:"contract,omitempty"`
-	Receipt             *protocol.Receipt   `json:"receipt,omitempty"`
-	Workspace           *protocol.Manifest  `json:"workspace,omitempty"` // awaiting approval: what the run would get
-	Secrets             []string            `json:"secrets,omitempty"`   // names requested
-	AllowHosts          []string            `json:"allowHosts,omitempty"`
-	Budget              *protocol.Budget    `json:"budget,omitempty"`
+	ID                  string             `json:"id"`
+	State               string             `json:"state"` // one of protocol.RunStates
+	Agent               protocol.AgentSpec `json:"agent"`
+	Pool                string             `json:"pool"`
+	Prompt              string             `json:"prompt"`
+	Isolation           string             `json:"isolation"`
+	RequestedBy         protocol.ActorRef  `json:"requestedBy"`
+	CreatedAt           string             `json:"createdAt"`
+	UpdatedAt           string             `json:"updatedAt"`
+	PolicyDecision      PolicyDecision     `json:"policyDecision"`
+	ConsentRequirements []string           `json:"consentRequirements,omitempty"`
+	Approvals           []Approval         `json:"approvals,omitempty"`
+	Cancellation        *Cancellation      `json:"cancellation,omitempty"`
+	RunnerID            string             `json:"runnerId,omitempty"`
+	RunnerKeyID         string             `json:"runnerKeyId,omitempty"`
+	ContractHash        string             `json:"contractHash,omitempty"`
+	EventCount          int64              `json:"eventCount"`
+	Failure             *Failure           `json:"failure,omitempty"`
+	HasReceipt          bool               `json:"hasReceipt"`
+	Contract            *protocol.Contract `json:"contract,omitempty"`
+	Receipt             *protocol.Receipt  `json:"receipt,omitempty"`
+	Workspace           *protocol.Manifest `json:"workspace,omitempty"` // awaiting approval: what the run would get
+	Secrets             []string           `json:"secrets,omitempty"`   // names requested
+	AllowHosts          []string           `json:"allowHosts,omitempty"`
+	Budget              *protocol.Budget   `json:"budget,omitempty"`
 }
 
 // RunList is GET /v1/runs.
