@@ -1,0 +1,673 @@
+package workspace
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"warrant.dev/warrant/protocol"
+)
+
+// CaptureOptions configures Capture.
+type CaptureOptions struct {
+	// Dir is the directory to capture. Inside a git work tree the whole
+	// work tree is captured, from its top level.
+	Dir string
+	// AllowUntracked lists the patterns of untracked (and not ignored)
+	// files to capture. In a directory that is not a git work tree it
+	// names every file captured; there, an empty list is an error.
+	AllowUntracked []string
+	// Deny lists patterns excluded in addition to DefaultDeny.
+	Deny []string
+	// NoHashCache disables the digest cache kept in the repository's git
+	// directory (warrant/hashcache).
+	NoHashCache bool
+	// Workers is how many files are hashed in parallel (default
+	// GOMAXPROCS, at least 2).
+	Workers int
+	// RetainBytes caps the small-file content kept in memory for Upload
+	// (0 means DefaultRetainBytes; negative keeps none).
+	RetainBytes int64
+	// Logger receives debug timings and warnings (nil: discard).
+	Logger *slog.Logger
+}
+
+// Captured is the result of Capture: the manifest, the snapshot blob it
+// names, the dirty diff, and the file contents, enumerable as Blobs.
+type Captured struct {
+	Manifest  protocol.Manifest
+	Snapshot  []byte // the warrant.snapshot.v1 blob; Manifest.BundleHash is its hash
+	DirtyDiff []byte // binary git diff of uncommitted changes; nil when there are none
+	Root      string // absolute path of the captured tree
+	Skipped   []SkippedFile
+	Stats     CaptureStats
+
+	files     []candidate // present files, sorted by path
+	uniq      []int32     // index into files of the first file of each distinct content
+	blobBytes int64
+}
+
+// SkippedFile is a path Capture left out for a reason other than a deny
+// pattern (those are in Manifest.DeniedPaths).
+type SkippedFile struct {
+	Path   string
+	Reason string
+}
+
+// CaptureStats counts what Capture did.
+type CaptureStats struct {
+	Files     int   // files in the snapshot
+	Bytes     int64 // their total size
+	Untracked int   // allowlisted untracked files among them
+	Hashed    int   // files whose content was read (the rest came from the cache)
+	Denied    int
+	Duration  time.Duration
+}
+
+// Capture records a directory as a warrant.manifest.v1 with a
+// warrant.snapshot.v1 of its files: in a git work tree, the tracked files
+// in their working state (staged and unstaged changes included, deleted
+// files absent) plus allowlisted untracked files; elsewhere, the
+// allowlisted files only. Deny patterns exclude files, tracked or not,
+// and every excluded path is listed in the manifest. See the package
+// documentation for the details.
+func Capture(ctx context.Context, opts CaptureOptions) (*Captured, error) {
+	start := time.Now()
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Dir == "" {
+		return nil, errors.New("capture: no directory given")
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("capture: %s is not a directory", dir)
+	}
+	denyList := effectiveDeny(opts.Deny)
+	deny, err := compilePatterns(denyList, true)
+	if err != nil {
+		return nil, fmt.Errorf("capture: deny pattern: %w", err)
+	}
+	allow, err := compilePatterns(opts.AllowUntracked, false)
+	if err != nil {
+		return nil, fmt.Errorf("capture: allow pattern: %w", err)
+	}
+	cp := &capture{
+		opts:  opts,
+		log:   log,
+		deny:  deny,
+		allow: allow,
+		start: start,
+	}
+	cp.workers = opts.Workers
+	if cp.workers <= 0 {
+		cp.workers = max(2, runtime.GOMAXPROCS(0))
+	}
+	cp.retain.Store(opts.RetainBytes)
+	if opts.RetainBytes == 0 {
+		cp.retain.Store(DefaultRetainBytes)
+	}
+
+	repo, err := findRepo(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("capture: %w", err)
+	}
+	var c *Captured
+	if repo == nil {
+		c, err = cp.captureDir(ctx, dir)
+	} else {
+		c, err = cp.captureRepo(ctx, repo)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("capture %s: %w", dir, err)
+	}
+	c.Manifest.DeniedPatterns = denyList
+	c.Stats.Duration = time.Since(start)
+	log.Debug("workspace captured", "root", c.Root, "files", c.Stats.Files, "hashed", c.Stats.Hashed,
+		"denied", c.Stats.Denied, "dirty", c.Manifest.DirtyDiffHash != "", "took", c.Stats.Duration)
+	return c, nil
+}
+
+type capture struct {
+	opts    CaptureOptions
+	log     *slog.Logger
+	deny    *patternSet
+	allow   *patternSet
+	workers int
+	retain  atomic.Int64
+	start   time.Time
+
+	denied  []string
+	skipped []SkippedFile
+}
+
+// repoInfo describes the git work tree being captured.
+type repoInfo struct {
+	top    string // work tree top level
+	gitDir string // absolute git directory (per worktree)
+	oidLen int    // 20 (sha1) or 32 (sha256)
+	git    *gitRunner
+}
+
+// findRepo returns the work tree dir belongs to, or nil when dir is not in
+// a git work tree.
+func findRepo(ctx context.Context, dir string) (*repoInfo, error) {
+	g := newGit(dir, userSide)
+	out, err := g.run(ctx, nil, "rev-parse", "--is-bare-repository", "--is-inside-work-tree",
+		"--absolute-git-dir", "--show-object-format", "--show-toplevel")
+	if err != nil {
+		var ge *GitError
+		if errors.As(err, &ge) && strings.Contains(ge.Stderr, "not a git repository") {
+			return nil, nil
+		}
+		return nil, err
+	}
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	if len(lines) < 4 {
+		return nil, fmt.Errorf("git rev-parse: unexpected output %q", out)
+	}
+	if lines[0] == "true" || lines[1] != "true" || len(lines) < 5 {
+		return nil, fmt.Errorf("%s is not inside a git work tree (a bare repository or a .git directory)", dir)
+	}
+	info := &repoInfo{gitDir: lines[2], top: lines[4]}
+	switch lines[3] {
+	case "sha1":
+		info.oidLen = sha1.Size
+	case "sha256":
+		info.oidLen = 32
+	default:
+		return nil, fmt.Errorf("unsupported git object format %q", lines[3])
+	}
+	info.git = newGit(info.top, userSide)
+	return info, nil
+}
+
+func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, error) {
+	g := repo.git
+	var (
+		wg                         sync.WaitGroup
+		head                       string
+		headErr                    error
+		lsOut, stagedOut, otherOut []byte
+		lsErr, stagedErr, otherErr error
+		cache                      = &hashCache{}
+	)
+	cachePath := hashCachePath(repo.gitDir)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		var out bytes.Buffer
+		code, err := g.exitCode(ctx, &out, nil, "rev-parse", "-q", "--verify", "HEAD^{commit}")
+		switch {
+		case err != nil:
+			headErr = err
+		case code == 0:
+			head = strings.TrimSpace(out.String())
+		case code != 1:
+			headErr = fmt.Errorf("git rev-parse HEAD: exit %d", code)
+		}
+		if head != "" {
+			stagedOut, stagedErr = g.run(ctx, nil, "diff-index", "--cached", "-z", "--name-only", "--no-renames", "--ignore-submodules", head)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		lsOut, lsErr = g.run(ctx, nil, "ls-files", "--stage", "-z")
+	}()
+	go func() {
+		defer wg.Done()
+		if len(cp.allow.pats) == 0 {
+			return
+		}
+		args := []string{"ls-files", "--others", "--exclude-standard", "-z"}
+		if prefixes, ok := cp.allow.dirPrefixes(); ok {
+			args = append(append(args, "--"), prefixes...)
+		}
+		otherOut, otherErr = g.run(ctx, nil, args...)
+	}()
+	go func() {
+		defer wg.Done()
+		if cp.opts.NoHashCache {
+			return
+		}
+		c, err := loadHashCache(cachePath, repo.oidLen)
+		if err != nil {
+			cp.log.Warn("ignoring damaged hash cache", "err", err)
+		}
+		cache = c
+	}()
+	wg.Wait()
+	for _, err := range []error{headErr, lsErr, stagedErr, otherErr} {
+		if err != nil {
+			return nil, err
+		}
+	}
+	tLists := time.Since(cp.start)
+
+	cands, err := cp.classifyTracked(lsOut, repo.oidLen)
+	if err != nil {
+		return nil, err
+	}
+	if otherOut != nil {
+		cands = cp.addUntracked(cands, otherOut)
+	}
+	joinCache(cands, cache.entries)
+	if err := scanAll(cands, repo.top+string(filepath.Separator), repo.oidLen, cp.workers, &cp.retain, ctx.Err); err != nil {
+		return nil, err
+	}
+	tScan := time.Since(cp.start)
+
+	c := cp.assemble(repo.top, cands)
+	c.Manifest.BaseRef = head
+
+	// Save the cache while the snapshot and dirty diff are built.
+	var saveWG sync.WaitGroup
+	if !cp.opts.NoHashCache && (c.Stats.Hashed > 0 || len(cache.entries) != len(c.files)) {
+		saveWG.Add(1)
+		go func() {
+			defer saveWG.Done()
+			entries := cacheEntries(c.files, cp.start)
+			if err := saveHashCache(cachePath, encodeHashCache(entries, repo.oidLen)); err != nil {
+				cp.log.Warn("could not save the hash cache", "path", cachePath, "err", err)
+			}
+		}()
+	}
+	defer saveWG.Wait()
+
+	if err := cp.finishSnapshot(c); err != nil {
+		return nil, err
+	}
+	dirty := cp.dirtyPaths(cands, splitNUL(stagedOut), head == "", repo.oidLen)
+	if len(dirty) > 0 {
+		base := head
+		if base == "" {
+			base = emptyTree(repo.oidLen)
+		}
+		diff, err := dirtyDiff(ctx, g, base, dirty)
+		if err != nil {
+			return nil, err
+		}
+		if len(diff) > 0 {
+			c.DirtyDiff = diff
+			c.Manifest.DirtyDiffHash = protocol.HashBytes(diff)
+		}
+	}
+	c.dedupeBlobs()
+	cp.log.Debug("capture phases", "lists", tLists, "scan", tScan-tLists, "rest", time.Since(cp.start)-tScan)
+	return c, nil
+}
+
+// classifyTracked parses `git ls-files --stage -z` into candidates,
+// dropping submodules and denied paths.
+func (cp *capture) classifyTracked(out []byte, oidLen int) ([]candidate, error) {
+	all := string(out) // one allocation; paths are substrings of it
+	n := strings.Count(all, "\x00")
+	cands := make([]candidate, 0, n)
+	var memo dirMemo
+	last := ""
+	for len(all) > 0 {
+		rec, rest, ok := strings.Cut(all, "\x00")
+		if !ok {
+			return nil, errors.New("git ls-files: truncated output")
+		}
+		all = rest
+		meta, p, ok := strings.Cut(rec, "\t")
+		if !ok {
+			return nil, fmt.Errorf("git ls-files: malformed record %q", rec)
+		}
+		// meta: "<mode> <oid> <stage>"
+		fields := strings.Fields(meta)
+		if len(fields) != 3 || len(fields[1]) != 2*oidLen {
+			return nil, fmt.Errorf("git ls-files: malformed record %q", rec)
+		}
+		if p == last {
+			continue // another stage of an unmerged path
+		}
+		if last != "" && p < last {
+			return nil, fmt.Errorf("git ls-files: %q listed after %q", p, last)
+		}
+		last = p
+		if fields[0] == "160000" {
+			cp.skipped = append(cp.skipped, SkippedFile{p, "submodule (not captured)"})
+			continue
+		}
+		if fields[0] == "040000" {
+			cp.skipped = append(cp.skipped, SkippedFile{p, "sparse directory (not captured)"})
+			continue
+		}
+		if _, hit := cp.deny.match(p, &memo); hit {
+			cp.denied = append(cp.denied, p)
+			continue
+		}
+		if err := protocol.ValidatePath(p); err != nil {
+			cp.skipped = append(cp.skipped, SkippedFile{p, "path not representable in a snapshot"})
+			continue
+		}
+		c := candidate{path: p, tracked: true, indexMode: fields[0]}
+		if fields[2] == "0" {
+			if _, err := hex.Decode(c.indexOID[:oidLen], []byte(fields[1])); err != nil {
+				return nil, fmt.Errorf("git ls-files: malformed object id in %q", rec)
+			}
+		} // unmerged: a zero index id marks the path dirty
+		cands = append(cands, c)
+	}
+	return cands, nil
+}
+
+// addUntracked merges the allowlisted, not denied paths of
+// `git ls-files --others -z` into the sorted candidates.
+func (cp *capture) addUntracked(cands []candidate, out []byte) []candidate {
+	var add []candidate
+	for _, p := range splitNUL(out) {
+		if strings.HasSuffix(p, "/") {
+			if _, ok := cp.allow.Match(strings.TrimSuffix(p, "/") + "/x"); ok {
+				cp.skipped = append(cp.skipped, SkippedFile{strings.TrimSuffix(p, "/"), "nested git repository (not captured)"})
+			}
+			continue
+		}
+		if _, ok := cp.allow.Match(p); !ok {
+			continue
+		}
+		if _, hit := cp.deny.Match(p); hit {
+			cp.denied = append(cp.denied, p)
+			continue
+		}
+		if err := protocol.ValidatePath(p); err != nil {
+			cp.skipped = append(cp.skipped, SkippedFile{p, "path not representable in a snapshot"})
+			continue
+		}
+		add = append(add, candidate{path: p})
+	}
+	if len(add) == 0 {
+		return cands
+	}
+	cands = append(cands, add...)
+	slices.SortFunc(cands, func(a, b candidate) int { return strings.Compare(a.path, b.path) })
+	return cands
+}
+
+// joinCache points each candidate at its cache entry, if any. Both lists
+// are sorted by path.
+func joinCache(cands []candidate, entries []cacheEntry) {
+	j := 0
+	for i := range cands {
+		for j < len(entries) && entries[j].path < cands[i].path {
+			j++
+		}
+		if j < len(entries) && entries[j].path == cands[i].path {
+			cands[i].cached = &entries[j]
+		}
+	}
+}
+
+// cacheEntries returns the entries worth remembering: present files whose
+// timestamps are safely in the past. A file modified within the clock
+// granularity of the scan could change again without changing its stat
+// data ("racy git"), so it is hashed again next time instead.
+func cacheEntries(files []candidate, scanStart time.Time) []cacheEntry {
+	limit := scanStart.Add(-racyWindow).UnixNano()
+	out := make([]cacheEntry, 0, len(files))
+	for i := range files {
+		f := &files[i]
+		if f.key.mtime >= limit || f.key.ctime >= limit {
+			continue
+		}
+		out = append(out, cacheEntry{path: f.path, key: f.key, sum: f.sum, oid: f.oid})
+	}
+	return out
+}
+
+// racyWindow is how recent a timestamp must be for a file not to be cached.
+var racyWindow = time.Second
+
+// assemble keeps the present candidates, in order, and fills the manifest
+// lists and statistics.
+func (cp *capture) assemble(root string, cands []candidate) *Captured {
+	c := &Captured{Root: root}
+	n := 0
+	for i := range cands {
+		if cands[i].state == statePresent {
+			n++
+		}
+	}
+	c.files = make([]candidate, 0, n)
+	c.Manifest.UntrackedFiles = []protocol.ManifestFile{}
+	for i := range cands {
+		f := &cands[i]
+		switch f.state {
+		case statePresent:
+		case stateSpecial:
+			cp.skipped = append(cp.skipped, SkippedFile{f.path, "not a regular file or symlink"})
+			continue
+		default:
+			continue
+		}
+		f.cached = nil
+		c.files = append(c.files, *f)
+		c.Stats.Bytes += f.size()
+		if f.hashed {
+			c.Stats.Hashed++
+		}
+		if !f.tracked {
+			c.Manifest.UntrackedFiles = append(c.Manifest.UntrackedFiles, protocol.ManifestFile{
+				Path: f.path, Hash: hex.EncodeToString(f.sum[:]), Bytes: f.size(),
+			})
+		}
+	}
+	c.Stats.Files = len(c.files)
+	c.Stats.Untracked = len(c.Manifest.UntrackedFiles)
+	slices.Sort(cp.denied)
+	cp.denied = slices.Compact(cp.denied)
+	c.Manifest.DeniedPaths = cp.denied
+	if c.Manifest.DeniedPaths == nil {
+		c.Manifest.DeniedPaths = []string{}
+	}
+	c.Stats.Denied = len(cp.denied)
+	c.Skipped = cp.skipped
+	return c
+}
+
+// finishSnapshot encodes the snapshot and fills the manifest's version,
+// format and bundle hash.
+func (cp *capture) finishSnapshot(c *Captured) error {
+	snap := encodeSnapshot(c.files)
+	c.Snapshot = snap
+	c.Manifest.Version = protocol.VersionManifest
+	c.Manifest.Format = protocol.SnapshotVersion
+	c.Manifest.BundleHash = protocol.HashBytes(snap)
+	return nil
+}
+
+// encodeSnapshot renders sorted, validated files in the
+// warrant.snapshot.v1 form (byte-identical to protocol.Snapshot.Encode,
+// without building the intermediate entries).
+func encodeSnapshot(files []candidate) []byte {
+	b := make([]byte, 0, len(protocol.SnapshotVersion)+1+len(files)*(6+1+64+1+8+1+40))
+	b = append(b, protocol.SnapshotVersion...)
+	b = append(b, '\n')
+	var hexbuf [64]byte
+	for i := range files {
+		f := &files[i]
+		b = append(b, f.mode...)
+		b = append(b, ' ')
+		hex.Encode(hexbuf[:], f.sum[:])
+		b = append(b, hexbuf[:]...)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, f.size(), 10)
+		b = append(b, '\t')
+		b = append(b, f.path...)
+		b = append(b, '\n')
+	}
+	return b
+}
+
+// dedupeBlobs lists the first file of each distinct content, leaving out
+// contents equal to the snapshot or dirty diff blobs.
+func (c *Captured) dedupeBlobs() {
+	seen := make(map[[32]byte]struct{}, len(c.files))
+	for _, h := range []string{c.Manifest.BundleHash, c.Manifest.DirtyDiffHash} {
+		var k [32]byte
+		if _, err := hex.Decode(k[:], []byte(h)); err == nil && h != "" {
+			seen[k] = struct{}{}
+		}
+	}
+	c.uniq = make([]int32, 0, len(c.files))
+	c.blobBytes = int64(len(c.Snapshot) + len(c.DirtyDiff))
+	for i := range c.files {
+		f := &c.files[i]
+		if _, dup := seen[f.sum]; dup {
+			continue
+		}
+		seen[f.sum] = struct{}{}
+		c.uniq = append(c.uniq, int32(i))
+		c.blobBytes += f.size()
+	}
+}
+
+// dirtyPaths lists the captured tracked paths whose working state differs
+// from HEAD: staged changes, files whose content differs from the index,
+// and tracked files deleted from the work tree. Denied paths never appear.
+func (cp *capture) dirtyPaths(cands []candidate, staged []string, unborn bool, oidLen int) []string {
+	var dirty []string
+	var memo dirMemo
+	for _, p := range staged {
+		if _, hit := cp.deny.match(p, &memo); hit {
+			continue
+		}
+		if protocol.ValidatePath(p) != nil {
+			continue
+		}
+		dirty = append(dirty, p)
+	}
+	for i := range cands {
+		f := &cands[i]
+		if !f.tracked {
+			continue
+		}
+		switch {
+		case unborn:
+			dirty = append(dirty, f.path)
+		case f.state != statePresent:
+			dirty = append(dirty, f.path)
+		case f.mode != f.indexMode, !bytes.Equal(f.oid[:oidLen], f.indexOID[:oidLen]):
+			dirty = append(dirty, f.path)
+		}
+	}
+	slices.Sort(dirty)
+	return slices.Compact(dirty)
+}
+
+func emptyTree(oidLen int) string {
+	if oidLen == sha1.Size {
+		return "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+	}
+	return "6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321"
+}
+
+// dirtyDiff renders the binary diff between base and the work tree for
+// the given paths, in chunks so no command line grows too long. Chunks are
+// sorted ranges of paths, so their concatenation is the diff of the whole
+// set. It uses plumbing (diff-index), which applies no textconv, external
+// diff or diff.* display settings.
+func dirtyDiff(ctx context.Context, g *gitRunner, base string, paths []string) ([]byte, error) {
+	var out bytes.Buffer
+	const maxArgBytes = 64 << 10
+	for len(paths) > 0 {
+		n, size := 0, 0
+		for n < len(paths) && (n == 0 || size+len(paths[n]) < maxArgBytes) && n < 2000 {
+			size += len(paths[n]) + 1
+			n++
+		}
+		args := []string{"diff-index", "-p", "--binary", "--full-index", "--no-renames", "--no-color",
+			"--ignore-submodules", "--src-prefix=a/", "--dst-prefix=b/", base, "--"}
+		if err := g.runTo(ctx, &out, nil, append(args, paths[:n]...)...); err != nil {
+			return nil, err
+		}
+		paths = paths[n:]
+	}
+	return out.Bytes(), nil
+}
+
+// captureDir captures a directory that is not a git work tree: only the
+// allowlisted files, minus denied ones.
+func (cp *capture) captureDir(ctx context.Context, dir string) (*Captured, error) {
+	if len(cp.allow.pats) == 0 {
+		return nil, ErrNotGitNoAllowlist
+	}
+	var cands []candidate
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p == dir {
+			return nil
+		}
+		rel := filepath.ToSlash(p[len(dir)+1:])
+		if d.IsDir() {
+			if strings.EqualFold(d.Name(), ".git") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() && d.Type()&fs.ModeSymlink == 0 {
+			if _, ok := cp.allow.Match(rel); ok {
+				cp.skipped = append(cp.skipped, SkippedFile{rel, "not a regular file or symlink"})
+			}
+			return nil
+		}
+		if _, ok := cp.allow.Match(rel); !ok {
+			return nil
+		}
+		if _, hit := cp.deny.Match(rel); hit {
+			cp.denied = append(cp.denied, rel)
+			return nil
+		}
+		if err := protocol.ValidatePath(rel); err != nil {
+			cp.skipped = append(cp.skipped, SkippedFile{rel, "path not representable in a snapshot"})
+			return nil
+		}
+		cands = append(cands, candidate{path: rel})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(cands, func(a, b candidate) int { return strings.Compare(a.path, b.path) })
+	if err := scanAll(cands, dir+string(filepath.Separator), sha1.Size, cp.workers, &cp.retain, ctx.Err); err != nil {
+		return nil, err
+	}
+	c := cp.assemble(dir, cands)
+	c.Manifest.BaseRef = ""
+	if err := cp.finishSnapshot(c); err != nil {
+		return nil, err
+	}
+	c.dedupeBlobs()
+	return c, nil
+}
+
+// ErrNotGitNoAllowlist is returned when capturing a directory that is not
+// a git work tree without an allowlist.
+var ErrNotGitNoAllowlist = errors.New("not a git work tree: name the files to capture with an allowlist")
