@@ -19,6 +19,7 @@ type Config struct {
 	Plane string `toml:"plane" json:"plane"`           // plane URL, e.g. http://127.0.0.1:7070
 	Token string `toml:"token" json:"token,omitempty"` // bearer token of a principal
 	Trust string `toml:"trust" json:"trust,omitempty"` // trust file with pinned keys, for verify/receipt
+	Pool  string `toml:"pool" json:"pool,omitempty"`   // default runner pool for 'warrant run'
 }
 
 // Sources says where each setting came from, for `warrant config show`.
@@ -87,7 +88,7 @@ func (a *app) loadConfig() (Config, Sources, error) {
 			return cfg, src, fmt.Errorf("config %s: %w", path, err)
 		}
 		if undecoded := md.Undecoded(); len(undecoded) > 0 {
-			return cfg, src, fmt.Errorf("config %s: unknown setting %q (known: plane, token, trust)", path, undecoded[0].String())
+			return cfg, src, fmt.Errorf("config %s: unknown setting %q (known: plane, token, trust, pool)", path, undecoded[0].String())
 		}
 		if fileCfg.Plane != "" {
 			cfg.Plane, src.Plane = fileCfg.Plane, "file"
@@ -98,6 +99,7 @@ func (a *app) loadConfig() (Config, Sources, error) {
 		if fileCfg.Trust != "" {
 			cfg.Trust, src.Trust = fileCfg.Trust, "file"
 		}
+		cfg.Pool = fileCfg.Pool
 	}
 	if v := os.Getenv("WARRANT_PLANE"); v != "" {
 		cfg.Plane, src.Plane = v, "env WARRANT_PLANE"
