@@ -176,10 +176,10 @@ func privateGit(gitDir, workTree string) (*gitRunner, error) {
 		}
 	}
 	files := map[string]string{
-		"HEAD":                     "ref: refs/heads/" + baseBranch + "\n",
-		"config":                   workspaceConfig,
-		"info/attributes":          neutralAttributes,
-		"info/exclude":             "",
+		"HEAD":                    "ref: refs/heads/" + baseBranch + "\n",
+		"config":                  workspaceConfig,
+		"info/attributes":         neutralAttributes,
+		"info/exclude":            "",
 		"objects/info/alternates": filepath.Join(workTree, ".git", "objects") + "\n",
 	}
 	for name, content := range files {
