@@ -1,0 +1,123 @@
+package runner
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"warrant.dev/warrant/client"
+	"warrant.dev/warrant/internal/redact"
+	"warrant.dev/warrant/internal/workspace"
+)
+
+// logSink is where a session's output goes: redacted as it streams
+// (secrets split across writes included) into a file outside the
+// workspace, hashed on the way, so the log is uploaded without being held
+// in memory and no unredacted byte ever touches the disk.
+type logSink struct {
+	mu     sync.Mutex
+	f      *os.File
+	hash   hash.Hash
+	size   int64
+	redact *redact.Writer
+	err    error
+}
+
+func newLogSink(path string, r *redact.Redactor) (*logSink, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("session log: %w", err)
+	}
+	s := &logSink{f: f, hash: sha256.New()}
+	s.redact = r.NewWriter(writerFunc(s.writeRedacted))
+	return s, nil
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func (s *logSink) writeRedacted(p []byte) (int, error) {
+	n, err := s.f.Write(p)
+	s.hash.Write(p[:n])
+	s.size += int64(n)
+	return n, err
+}
+
+// Write implements io.Writer. A failure to write is remembered and the
+// session's output is discarded from then on: the session is not killed
+// for the runner's full disk, but the log is then reported missing.
+func (s *logSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return len(p), nil
+	}
+	if _, err := s.redact.Write(p); err != nil {
+		s.err = fmt.Errorf("write session log: %w", err)
+	}
+	return len(p), nil
+}
+
+// finish flushes the held-back bytes and closes the file. It returns the
+// redacted log's hash and size.
+func (s *logSink) finish() (string, int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.redact.Close(); err != nil && s.err == nil {
+		s.err = fmt.Errorf("write session log: %w", err)
+	}
+	if err := s.f.Close(); err != nil && s.err == nil {
+		s.err = fmt.Errorf("close session log: %w", err)
+	}
+	return hex.EncodeToString(s.hash.Sum(nil)), s.size, s.err
+}
+
+// uploadFile uploads a file as one content-addressed blob.
+func uploadFile(ctx context.Context, api *client.Client, path, hash string, size int64, budget time.Duration) error {
+	return client.Retry(ctx, client.DefaultBackoff, budget, func(ctx context.Context) error {
+		_, err := api.PutBlobs(ctx, []client.BlobUpload{{
+			Hash: hash, Size: size,
+			Open: func() (io.ReadCloser, error) { return os.Open(path) },
+		}})
+		return err
+	})
+}
+
+// uploadBytes uploads data as one content-addressed blob.
+func uploadBytes(ctx context.Context, api *client.Client, data []byte, budget time.Duration) (string, error) {
+	var h string
+	err := client.Retry(ctx, client.DefaultBackoff, budget, func(ctx context.Context) error {
+		var err error
+		h, err = api.PutBlob(ctx, data)
+		return err
+	})
+	return h, err
+}
+
+// claimBlobs fetches a run's blobs from the plane with its claim token,
+// for workspace.Materialize (which verifies every hash itself).
+type claimBlobs struct {
+	api    *client.Client
+	budget time.Duration
+}
+
+func (b claimBlobs) Get(ctx context.Context, hash string) (io.ReadCloser, error) {
+	var rc io.ReadCloser
+	err := client.Retry(ctx, client.DefaultBackoff, b.budget, func(ctx context.Context) error {
+		var err error
+		rc, err = b.api.GetBlob(ctx, hash)
+		return err
+	})
+	if errors.Is(err, client.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s: %v", workspace.ErrBlobNotFound, hash, err)
+	}
+	return rc, err
+}
