@@ -613,7 +613,12 @@ func testClaim(t *testing.T, s store.Store) {
 	ns := newRun("run_ns", "p", at(0))
 	ns.Isolation = "namespace"
 	mustNil(t, s.CreateRun(ctx, ns, chain(ns.ID, ns.ContractHash, 0, "run.created")), "create ns")
-	mustNil(t, s.CreateRun(ctx, func() store.Run { r := newRun("run_ns2", "p", at(0)); r.Isolation = "namespace"; r.SecretNames = []string{"S1", "S2"}; return r }(), chain("run_ns2", hashOf("contract", "run_ns2"), 0, "run.created")), "create ns2")
+	mustNil(t, s.CreateRun(ctx, func() store.Run {
+		r := newRun("run_ns2", "p", at(0))
+		r.Isolation = "namespace"
+		r.SecretNames = []string{"S1", "S2"}
+		return r
+	}(), chain("run_ns2", hashOf("contract", "run_ns2"), 0, "run.created")), "create ns2")
 	_, err = s.PutSecret(ctx, store.Secret{Name: "S1", Ciphertext: []byte("c1"), CreatedAt: at(0), UpdatedAt: at(0)})
 	mustNil(t, err, "secret")
 
