@@ -144,31 +144,33 @@ func Upload(ctx context.Context, c *Captured, sink BlobSink) (UploadStats, error
 	}
 	n := c.BlobCount()
 	hashes := make([]string, 0, min(n, MaxMissingHashes))
-	asked := make(map[string]int, min(n, MaxMissingHashes))
 	for start := 0; start < n; start += MaxMissingHashes {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
 		hashes = hashes[:0]
-		clear(asked)
 		for i := start; i < min(start+MaxMissingHashes, n); i++ {
-			h := c.hashAt(i)
-			hashes = append(hashes, h)
-			asked[h] = i
+			hashes = append(hashes, c.hashAt(i))
 		}
 		missing, err := sink.Missing(ctx, hashes)
 		st.MissingCalls++
 		if err != nil {
 			return st, fmt.Errorf("ask which blobs are missing: %w", err)
 		}
+		if len(missing) == 0 {
+			continue
+		}
+		want := make(map[string]bool, len(missing))
 		for _, h := range missing {
-			i, ok := asked[h]
-			if !ok {
-				return st, fmt.Errorf("blob sink reported %q missing, which was not asked about", h)
+			want[h] = true
+		}
+		for j, h := range hashes {
+			if !want[h] {
+				continue
 			}
-			delete(asked, h) // each blob once
+			delete(want, h) // each blob once
 			st.Missing++
-			b := c.blobAt(i)
+			b := c.blobAt(start + j)
 			if len(batch) > 0 && (len(batch) >= MaxPutBlobs || batchBytes+b.Size > MaxPutBytes) {
 				if err := flush(); err != nil {
 					return st, err
@@ -176,6 +178,9 @@ func Upload(ctx context.Context, c *Captured, sink BlobSink) (UploadStats, error
 			}
 			batch = append(batch, b)
 			batchBytes += b.Size
+		}
+		for h := range want {
+			return st, fmt.Errorf("blob sink reported %q missing, which was not asked about", h)
 		}
 	}
 	if err := flush(); err != nil {

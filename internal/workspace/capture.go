@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha1"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -165,31 +166,49 @@ type capture struct {
 type repoInfo struct {
 	top    string // work tree top level
 	gitDir string // absolute git directory (per worktree)
+	head   string // HEAD's commit id; empty when HEAD has no commit
 	oidLen int    // 20 (sha1) or 32 (sha256)
 	git    *gitRunner
 }
 
 // findRepo returns the work tree dir belongs to, or nil when dir is not in
-// a git work tree.
+// a git work tree. One git process answers everything, HEAD included (a
+// second one runs only when HEAD has no commit yet).
 func findRepo(ctx context.Context, dir string) (*repoInfo, error) {
 	g := newGit(dir, userSide)
-	out, err := g.run(ctx, nil, "rev-parse", "--is-bare-repository", "--is-inside-work-tree",
-		"--absolute-git-dir", "--show-object-format", "--show-toplevel")
+	args := []string{"rev-parse", "--is-bare-repository", "--is-inside-work-tree",
+		"--absolute-git-dir", "--show-object-format", "--show-toplevel"}
+	out, err := g.run(ctx, nil, append(args, "HEAD^{commit}", "--")...)
+	withHead := true
 	if err != nil {
 		var ge *GitError
 		if errors.As(err, &ge) && strings.Contains(ge.Stderr, "not a git repository") {
 			return nil, nil
 		}
-		return nil, err
+		// No commit yet (or HEAD is broken): ask again without it.
+		if out, err = g.run(ctx, nil, args...); err != nil {
+			return nil, err
+		}
+		withHead = false
 	}
 	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
-	if len(lines) < 4 {
-		return nil, fmt.Errorf("git rev-parse: unexpected output %q", out)
+	if withHead && len(lines) > 0 && lines[len(lines)-1] == "--" {
+		lines = lines[:len(lines)-1] // rev-parse echoes the separator
 	}
-	if lines[0] == "true" || lines[1] != "true" || len(lines) < 5 {
+	if len(lines) < 2 || lines[0] == "true" || lines[1] != "true" {
 		return nil, fmt.Errorf("%s is not inside a git work tree (a bare repository or a .git directory)", dir)
 	}
+	want := 5
+	if withHead {
+		want = 6
+	}
+	if len(lines) != want {
+		return nil, fmt.Errorf("git rev-parse: unexpected output %q", out)
+	}
 	info := &repoInfo{gitDir: lines[2], top: lines[4]}
+	if withHead {
+		info.head = lines[5]
+	}
 	switch lines[3] {
 	case "sha1":
 		info.oidLen = sha1.Size
@@ -206,26 +225,15 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 	g := repo.git
 	var (
 		wg                         sync.WaitGroup
-		head                       string
-		headErr                    error
+		head                       = repo.head
 		lsOut, stagedOut, otherOut []byte
 		lsErr, stagedErr, otherErr error
-		cache                      = &hashCache{}
+		cache                      = &cacheReader{oidLen: repo.oidLen}
 	)
 	cachePath := hashCachePath(repo.gitDir)
 	wg.Add(4)
 	go func() {
 		defer wg.Done()
-		var out bytes.Buffer
-		code, err := g.exitCode(ctx, &out, nil, "rev-parse", "-q", "--verify", "HEAD^{commit}")
-		switch {
-		case err != nil:
-			headErr = err
-		case code == 0:
-			head = strings.TrimSpace(out.String())
-		case code != 1:
-			headErr = fmt.Errorf("git rev-parse HEAD: exit %d", code)
-		}
 		if head != "" {
 			stagedOut, stagedErr = g.run(ctx, nil, "diff-index", "--cached", "-z", "--name-only", "--no-renames", "--ignore-submodules", head)
 		}
@@ -250,14 +258,14 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 		if cp.opts.NoHashCache {
 			return
 		}
-		c, err := loadHashCache(cachePath, repo.oidLen)
+		r, err := readHashCache(cachePath, repo.oidLen)
 		if err != nil {
 			cp.log.Warn("ignoring damaged hash cache", "err", err)
 		}
-		cache = c
+		cache = r
 	}()
 	wg.Wait()
-	for _, err := range []error{headErr, lsErr, stagedErr, otherErr} {
+	for _, err := range []error{lsErr, stagedErr, otherErr} {
 		if err != nil {
 			return nil, err
 		}
@@ -271,46 +279,52 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 	if otherOut != nil {
 		cands = cp.addUntracked(cands, otherOut)
 	}
-	joinCache(cands, cache.entries)
-	if err := scanAll(cands, repo.top+string(filepath.Separator), repo.oidLen, cp.workers, &cp.retain, ctx.Err); err != nil {
+	cacheRecords := cp.joinCache(cands, cache)
+	if err := scanAll(cands, repo.top, repo.oidLen, cp.workers, &cp.retain, ctx.Err); err != nil {
 		return nil, err
 	}
 	tScan := time.Since(cp.start)
 
-	c := cp.assemble(repo.top, cands)
-	c.Manifest.BaseRef = head
-
-	// Save the cache while the snapshot and dirty diff are built.
-	var saveWG sync.WaitGroup
-	if !cp.opts.NoHashCache && (c.Stats.Hashed > 0 || len(cache.entries) != len(c.files)) {
-		saveWG.Add(1)
-		go func() {
-			defer saveWG.Done()
-			entries := cacheEntries(c.files, cp.start)
-			if err := saveHashCache(cachePath, encodeHashCache(entries, repo.oidLen)); err != nil {
-				cp.log.Warn("could not save the hash cache", "path", cachePath, "err", err)
-			}
-		}()
-	}
-	defer saveWG.Wait()
-
-	if err := cp.finishSnapshot(c); err != nil {
-		return nil, err
-	}
+	// The dirty diff is a git process: start it now, and build the
+	// snapshot and save the cache meanwhile.
 	dirty := cp.dirtyPaths(cands, splitNUL(stagedOut), head == "", repo.oidLen)
-	if len(dirty) > 0 {
+	var diff []byte
+	var diffErr error
+	diffDone := make(chan struct{})
+	go func() {
+		defer close(diffDone)
+		if len(dirty) == 0 {
+			return
+		}
 		base := head
 		if base == "" {
 			base = emptyTree(repo.oidLen)
 		}
-		diff, err := dirtyDiff(ctx, g, base, dirty)
-		if err != nil {
-			return nil, err
-		}
-		if len(diff) > 0 {
-			c.DirtyDiff = diff
-			c.Manifest.DirtyDiffHash = protocol.HashBytes(diff)
-		}
+		diff, diffErr = dirtyDiff(ctx, g, base, dirty)
+	}()
+
+	c := cp.assemble(repo.top, cands)
+	c.Manifest.BaseRef = head
+	var saveWG sync.WaitGroup
+	if !cp.opts.NoHashCache && (c.Stats.Hashed > 0 || cacheRecords != len(c.files)) {
+		saveWG.Add(1)
+		go func() {
+			defer saveWG.Done()
+			limit := cp.start.Add(-racyWindow).UnixNano()
+			if err := saveHashCache(cachePath, encodeHashCache(c.files, repo.oidLen, limit)); err != nil {
+				cp.log.Warn("could not save the hash cache", "path", cachePath, "err", err)
+			}
+		}()
+	}
+	cp.finishSnapshot(c)
+	<-diffDone
+	saveWG.Wait()
+	if diffErr != nil {
+		return nil, diffErr
+	}
+	if len(diff) > 0 {
+		c.DirtyDiff = diff
+		c.Manifest.DirtyDiffHash = protocol.HashBytes(diff)
 	}
 	c.dedupeBlobs()
 	cp.log.Debug("capture phases", "lists", tLists, "scan", tScan-tLists, "rest", time.Since(cp.start)-tScan)
@@ -325,21 +339,19 @@ func (cp *capture) classifyTracked(out []byte, oidLen int) ([]candidate, error) 
 	cands := make([]candidate, 0, n)
 	var memo dirMemo
 	last := ""
+	hexLen := 2 * oidLen
 	for len(all) > 0 {
 		rec, rest, ok := strings.Cut(all, "\x00")
 		if !ok {
 			return nil, errors.New("git ls-files: truncated output")
 		}
 		all = rest
-		meta, p, ok := strings.Cut(rec, "\t")
-		if !ok {
+		// "<mode> <oid> <stage>\t<path>"
+		tab := strings.IndexByte(rec, '\t')
+		if tab != 6+1+hexLen+2 || rec[6] != ' ' || rec[7+hexLen] != ' ' {
 			return nil, fmt.Errorf("git ls-files: malformed record %q", rec)
 		}
-		// meta: "<mode> <oid> <stage>"
-		fields := strings.Fields(meta)
-		if len(fields) != 3 || len(fields[1]) != 2*oidLen {
-			return nil, fmt.Errorf("git ls-files: malformed record %q", rec)
-		}
+		mode, oid, stage, p := rec[:6], rec[7:7+hexLen], rec[8+hexLen], rec[tab+1:]
 		if p == last {
 			continue // another stage of an unmerged path
 		}
@@ -347,11 +359,11 @@ func (cp *capture) classifyTracked(out []byte, oidLen int) ([]candidate, error) 
 			return nil, fmt.Errorf("git ls-files: %q listed after %q", p, last)
 		}
 		last = p
-		if fields[0] == "160000" {
+		switch mode {
+		case "160000":
 			cp.skipped = append(cp.skipped, SkippedFile{p, "submodule (not captured)"})
 			continue
-		}
-		if fields[0] == "040000" {
+		case "040000":
 			cp.skipped = append(cp.skipped, SkippedFile{p, "sparse directory (not captured)"})
 			continue
 		}
@@ -359,19 +371,45 @@ func (cp *capture) classifyTracked(out []byte, oidLen int) ([]candidate, error) 
 			cp.denied = append(cp.denied, p)
 			continue
 		}
-		if err := protocol.ValidatePath(p); err != nil {
+		if !validPath(p) {
 			cp.skipped = append(cp.skipped, SkippedFile{p, "path not representable in a snapshot"})
 			continue
 		}
-		c := candidate{path: p, tracked: true, indexMode: fields[0]}
-		if fields[2] == "0" {
-			if _, err := hex.Decode(c.indexOID[:oidLen], []byte(fields[1])); err != nil {
+		c := candidate{path: p, tracked: true, indexMode: parseMode(mode)}
+		if stage == '0' {
+			if _, err := hex.Decode(c.indexOID[:oidLen], []byte(oid)); err != nil {
 				return nil, fmt.Errorf("git ls-files: malformed object id in %q", rec)
 			}
 		} // unmerged: a zero index id marks the path dirty
 		cands = append(cands, c)
 	}
 	return cands, nil
+}
+
+// validPath is protocol.ValidatePath without allocating, for the hot loop
+// over every tracked path (a test checks they agree).
+func validPath(p string) bool {
+	if p == "" || len(p) > protocol.MaxPathBytes || p[0] == '/' {
+		return false
+	}
+	start := 0
+	for i := 0; i <= len(p); i++ {
+		if i < len(p) {
+			switch p[i] {
+			case '\\', 0, '\n', '\r', '\t':
+				return false
+			case '/':
+			default:
+				continue
+			}
+		}
+		switch c := p[start:i]; {
+		case c == "", c == ".", c == "..", strings.EqualFold(c, ".git"):
+			return false
+		}
+		start = i + 1
+	}
+	return true
 }
 
 // addUntracked merges the allowlisted, not denied paths of
@@ -392,7 +430,7 @@ func (cp *capture) addUntracked(cands []candidate, out []byte) []candidate {
 			cp.denied = append(cp.denied, p)
 			continue
 		}
-		if err := protocol.ValidatePath(p); err != nil {
+		if !validPath(p) {
 			cp.skipped = append(cp.skipped, SkippedFile{p, "path not representable in a snapshot"})
 			continue
 		}
@@ -406,52 +444,42 @@ func (cp *capture) addUntracked(cands []candidate, out []byte) []candidate {
 	return cands
 }
 
-// joinCache points each candidate at its cache entry, if any. Both lists
-// are sorted by path.
-func joinCache(cands []candidate, entries []cacheEntry) {
-	j := 0
+// joinCache copies each candidate's cache record, if any, into it. Both
+// are sorted by path. It returns how many records the cache held.
+func (cp *capture) joinCache(cands []candidate, r *cacheReader) int {
+	records := 0
+	ok, err := r.next()
 	for i := range cands {
-		for j < len(entries) && entries[j].path < cands[i].path {
-			j++
+		c := &cands[i]
+		for ok && r.path < c.path {
+			records++
+			ok, err = r.next()
 		}
-		if j < len(entries) && entries[j].path == cands[i].path {
-			cands[i].cached = &entries[j]
+		if ok && r.path == c.path {
+			c.key, c.sum, c.oid, c.cached = r.key, r.sum, r.oid, true
+			records++
+			ok, err = r.next()
 		}
 	}
-}
-
-// cacheEntries returns the entries worth remembering: present files whose
-// timestamps are safely in the past. A file modified within the clock
-// granularity of the scan could change again without changing its stat
-// data ("racy git"), so it is hashed again next time instead.
-func cacheEntries(files []candidate, scanStart time.Time) []cacheEntry {
-	limit := scanStart.Add(-racyWindow).UnixNano()
-	out := make([]cacheEntry, 0, len(files))
-	for i := range files {
-		f := &files[i]
-		if f.key.mtime >= limit || f.key.ctime >= limit {
-			continue
-		}
-		out = append(out, cacheEntry{path: f.path, key: f.key, sum: f.sum, oid: f.oid})
+	for ok {
+		records++
+		ok, err = r.next()
 	}
-	return out
+	if err != nil {
+		cp.log.Warn("hash cache damaged part-way; reading the rest of the files", "err", err)
+	}
+	return records
 }
 
 // racyWindow is how recent a timestamp must be for a file not to be cached.
 var racyWindow = time.Second
 
-// assemble keeps the present candidates, in order, and fills the manifest
-// lists and statistics.
+// assemble keeps the present candidates, in order (compacting cands in
+// place), and fills the manifest lists and statistics.
 func (cp *capture) assemble(root string, cands []candidate) *Captured {
 	c := &Captured{Root: root}
-	n := 0
-	for i := range cands {
-		if cands[i].state == statePresent {
-			n++
-		}
-	}
-	c.files = make([]candidate, 0, n)
 	c.Manifest.UntrackedFiles = []protocol.ManifestFile{}
+	n := 0
 	for i := range cands {
 		f := &cands[i]
 		switch f.state {
@@ -462,8 +490,6 @@ func (cp *capture) assemble(root string, cands []candidate) *Captured {
 		default:
 			continue
 		}
-		f.cached = nil
-		c.files = append(c.files, *f)
 		c.Stats.Bytes += f.size()
 		if f.hashed {
 			c.Stats.Hashed++
@@ -473,8 +499,13 @@ func (cp *capture) assemble(root string, cands []candidate) *Captured {
 				Path: f.path, Hash: hex.EncodeToString(f.sum[:]), Bytes: f.size(),
 			})
 		}
+		if n != i {
+			cands[n] = *f
+		}
+		n++
 	}
-	c.Stats.Files = len(c.files)
+	c.files = cands[:n:n]
+	c.Stats.Files = n
 	c.Stats.Untracked = len(c.Manifest.UntrackedFiles)
 	slices.Sort(cp.denied)
 	cp.denied = slices.Compact(cp.denied)
@@ -489,26 +520,29 @@ func (cp *capture) assemble(root string, cands []candidate) *Captured {
 
 // finishSnapshot encodes the snapshot and fills the manifest's version,
 // format and bundle hash.
-func (cp *capture) finishSnapshot(c *Captured) error {
+func (cp *capture) finishSnapshot(c *Captured) {
 	snap := encodeSnapshot(c.files)
 	c.Snapshot = snap
 	c.Manifest.Version = protocol.VersionManifest
 	c.Manifest.Format = protocol.SnapshotVersion
 	c.Manifest.BundleHash = protocol.HashBytes(snap)
-	return nil
 }
 
 // encodeSnapshot renders sorted, validated files in the
 // warrant.snapshot.v1 form (byte-identical to protocol.Snapshot.Encode,
 // without building the intermediate entries).
 func encodeSnapshot(files []candidate) []byte {
-	b := make([]byte, 0, len(protocol.SnapshotVersion)+1+len(files)*(6+1+64+1+8+1+40))
+	size := len(protocol.SnapshotVersion) + 1
+	for i := range files {
+		size += 6 + 1 + 64 + 1 + 20 + 1 + len(files[i].path) + 1
+	}
+	b := make([]byte, 0, size)
 	b = append(b, protocol.SnapshotVersion...)
 	b = append(b, '\n')
 	var hexbuf [64]byte
 	for i := range files {
 		f := &files[i]
-		b = append(b, f.mode...)
+		b = append(b, f.mode.String()...)
 		b = append(b, ' ')
 		hex.Encode(hexbuf[:], f.sum[:])
 		b = append(b, hexbuf[:]...)
@@ -522,31 +556,57 @@ func encodeSnapshot(files []candidate) []byte {
 }
 
 // dedupeBlobs lists the first file of each distinct content, leaving out
-// contents equal to the snapshot or dirty diff blobs.
+// contents equal to the snapshot or dirty diff blobs. It keys a map on the
+// first 8 bytes of each sha256 and compares the full digest on a match.
 func (c *Captured) dedupeBlobs() {
-	seen := make(map[[32]byte]struct{}, len(c.files))
+	first := make(map[uint64]int32, len(c.files))
+	var extra map[[32]byte]struct{} // distinct digests sharing an 8-byte prefix
+	seen := func(sum *[32]byte) bool {
+		k := binary.LittleEndian.Uint64(sum[:8])
+		j, ok := first[k]
+		switch {
+		case !ok:
+			return false
+		case j >= 0 && c.files[j].sum == *sum:
+			return true
+		}
+		_, ok = extra[*sum]
+		return ok
+	}
+	add := func(sum *[32]byte, i int32) {
+		k := binary.LittleEndian.Uint64(sum[:8])
+		if _, ok := first[k]; !ok {
+			first[k] = i
+			return
+		}
+		if extra == nil {
+			extra = make(map[[32]byte]struct{})
+		}
+		extra[*sum] = struct{}{}
+	}
 	for _, h := range []string{c.Manifest.BundleHash, c.Manifest.DirtyDiffHash} {
 		var k [32]byte
 		if _, err := hex.Decode(k[:], []byte(h)); err == nil && h != "" {
-			seen[k] = struct{}{}
+			add(&k, -1)
 		}
 	}
 	c.uniq = make([]int32, 0, len(c.files))
 	c.blobBytes = int64(len(c.Snapshot) + len(c.DirtyDiff))
 	for i := range c.files {
 		f := &c.files[i]
-		if _, dup := seen[f.sum]; dup {
+		if seen(&f.sum) {
 			continue
 		}
-		seen[f.sum] = struct{}{}
+		add(&f.sum, int32(i))
 		c.uniq = append(c.uniq, int32(i))
 		c.blobBytes += f.size()
 	}
 }
 
 // dirtyPaths lists the captured tracked paths whose working state differs
-// from HEAD: staged changes, files whose content differs from the index,
-// and tracked files deleted from the work tree. Denied paths never appear.
+// from HEAD: staged changes, files whose content or mode differs from the
+// index, and tracked files deleted from the work tree. Denied paths never
+// appear.
 func (cp *capture) dirtyPaths(cands []candidate, staged []string, unborn bool, oidLen int) []string {
 	var dirty []string
 	var memo dirMemo
@@ -554,7 +614,7 @@ func (cp *capture) dirtyPaths(cands []candidate, staged []string, unborn bool, o
 		if _, hit := cp.deny.match(p, &memo); hit {
 			continue
 		}
-		if protocol.ValidatePath(p) != nil {
+		if !validPath(p) {
 			continue
 		}
 		dirty = append(dirty, p)
@@ -645,7 +705,7 @@ func (cp *capture) captureDir(ctx context.Context, dir string) (*Captured, error
 			cp.denied = append(cp.denied, rel)
 			return nil
 		}
-		if err := protocol.ValidatePath(rel); err != nil {
+		if !validPath(rel) {
 			cp.skipped = append(cp.skipped, SkippedFile{rel, "path not representable in a snapshot"})
 			return nil
 		}
@@ -656,14 +716,12 @@ func (cp *capture) captureDir(ctx context.Context, dir string) (*Captured, error
 		return nil, err
 	}
 	slices.SortFunc(cands, func(a, b candidate) int { return strings.Compare(a.path, b.path) })
-	if err := scanAll(cands, dir+string(filepath.Separator), sha1.Size, cp.workers, &cp.retain, ctx.Err); err != nil {
+	if err := scanAll(cands, dir, sha1.Size, cp.workers, &cp.retain, ctx.Err); err != nil {
 		return nil, err
 	}
 	c := cp.assemble(dir, cands)
 	c.Manifest.BaseRef = ""
-	if err := cp.finishSnapshot(c); err != nil {
-		return nil, err
-	}
+	cp.finishSnapshot(c)
 	c.dedupeBlobs()
 	return c, nil
 }

@@ -399,3 +399,67 @@ func contentN(i, gen int) string {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// A tracked file under a directory that became a symlink is not read
+// through the symlink (git, too, sees it as deleted), so nothing outside
+// the tree is captured.
+func TestCaptureNeverFollowsSymlinkedParents(t *testing.T) {
+	outside := t.TempDir()
+	write(t, outside, "passwd", "root:x:0:0:outside secret\n")
+	repo := newRepo(t)
+	write(t, repo, "config/passwd", "tracked\n")
+	write(t, repo, "keep.txt", "keep\n")
+	commitAll(t, repo, "init")
+	os.RemoveAll(filepath.Join(repo, "config"))
+	symlink(t, repo, "config", outside)
+	store := &workspacetest.MemStore{}
+	c, _ := captureUpload(t, workspace.CaptureOptions{Dir: repo, AllowUntracked: []string{"*"}}, store)
+	snap, err := protocol.ParseSnapshot(c.Snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, e := range snap.Entries {
+		paths = append(paths, e.Path)
+	}
+	// The symlink itself is captured as a symlink (an untracked one,
+	// allowlisted); the file behind it is not.
+	if want := []string{"config", "keep.txt"}; !slices.Equal(paths, want) {
+		t.Errorf("snapshot paths %q, want %q", paths, want)
+	}
+	for b := range c.Blobs() {
+		data, _ := store.Bytes(b.Hash)
+		if bytes.Contains(data, []byte("outside secret")) {
+			t.Fatal("content from outside the tree was captured")
+		}
+	}
+	// The materialize side refuses that absolute symlink.
+	_, err = workspace.Materialize(context.Background(), workspace.MaterializeOptions{
+		Dir: filepath.Join(t.TempDir(), "ws"), Manifest: &c.Manifest, Source: store})
+	if !errors.Is(err, protocol.ErrBadPath) {
+		t.Errorf("materializing an absolute symlink: %v, want ErrBadPath", err)
+	}
+}
+
+// A repository without commits: everything staged is captured, the base
+// ref is empty and the dirty diff adds every file.
+func TestCaptureUnbornRepository(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "a.txt", "a\n")
+	writeMode(t, repo, "run.sh", "#!/bin/sh\n", 0o755)
+	git(t, repo, "add", "a.txt", "run.sh")
+	write(t, repo, "a.txt", "a, edited\n")
+	write(t, repo, "new.md", "untracked\n")
+	store := &workspacetest.MemStore{}
+	c, _ := captureUpload(t, workspace.CaptureOptions{Dir: repo, AllowUntracked: []string{"*.md"}}, store)
+	if c.Manifest.BaseRef != "" {
+		t.Errorf("BaseRef = %q, want empty for a repository without commits", c.Manifest.BaseRef)
+	}
+	if !bytes.Contains(c.DirtyDiff, []byte("+a, edited")) || !bytes.Contains(c.DirtyDiff, []byte("new file mode 100755")) {
+		t.Errorf("dirty diff:\n%s", c.DirtyDiff)
+	}
+	w := materialize(t, &c.Manifest, store)
+	if d := diffTrees(readTree(t, repo), readTree(t, w.Dir)); d != "" {
+		t.Error(d)
+	}
+}

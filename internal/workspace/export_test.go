@@ -20,3 +20,6 @@ func MatchPattern(patterns []string, fold bool, p string) (string, bool, error) 
 	pat, ok := s.Match(p)
 	return pat, ok, nil
 }
+
+// ValidPath exposes the allocation-free path check.
+func ValidPath(p string) bool { return validPath(p) }

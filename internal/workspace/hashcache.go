@@ -12,7 +12,7 @@ import (
 
 // statKey is what a file's lstat says about it. Two equal keys mean the
 // file was not modified in between, with the racy-timestamp caveat that
-// hashCache.save handles: ctime cannot be set by a user, and editors that
+// cacheable handles: ctime cannot be set by a user, and editors that
 // replace files change the inode.
 type statKey struct {
 	size  int64
@@ -22,52 +22,57 @@ type statKey struct {
 	mode  uint32
 }
 
-// cacheEntry is one remembered file: its stat key and content digests.
-type cacheEntry struct {
-	path string
-	key  statKey
-	sum  [32]byte // sha256 of the content
-	oid  [32]byte // git blob id of the content (first oidLen bytes)
-}
-
-// hashCache maps paths to the digests of their content, keyed by stat
-// data, so a warm capture reads only the files that changed. It lives in
-// the repository's git directory (warrant/hashcache), so it is never part
-// of the work tree and never shipped.
+// The hash cache maps paths to the digests of their content, keyed by
+// stat data, so a warm capture reads only the files that changed. It lives
+// in the repository's git directory (warrant/hashcache), so it is never
+// part of the work tree and never shipped.
 //
-// File format: a header line "warrant-hashcache-v1 <oidlen>\n", then per
-// entry uvarint(len path), path, varint size, varint mtime, varint ctime,
-// uvarint inode, uvarint mode, 32-byte sha256, oidlen-byte oid; then a
-// CRC-32C of everything before it. Entries are sorted by path. A file that
-// does not parse is ignored (the capture hashes everything).
-type hashCache struct {
-	entries []cacheEntry // sorted by path
-}
-
+// File format: a header line "warrant-hashcache-v1 <oidlen>\n", then one
+// record per file, sorted by path: u16 path length, path, then
+// little-endian i64 size, i64 mtime, i64 ctime, u64 inode, u32 mode, the
+// 32-byte sha256 and the oidlen-byte git blob id of the content; then a
+// CRC-32C of everything before it. A file that does not parse is ignored
+// (the capture then reads every file).
 const hashCacheHeader = "warrant-hashcache-v1"
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 func hashCachePath(gitDir string) string { return filepath.Join(gitDir, "warrant", "hashcache") }
 
-// loadHashCache reads the cache; a missing or damaged file gives an empty
-// cache and the reason.
-func loadHashCache(path string, oidLen int) (*hashCache, error) {
+const cacheFixed = 8 + 8 + 8 + 8 + 4 + 32 // bytes after the path, before the oid
+
+// cacheReader iterates the records of a hash cache in path order without
+// materializing them: a warm capture of 100k files merges them straight
+// into its candidates.
+type cacheReader struct {
+	all    string // the records, as one string: paths are substrings
+	off    int
+	oidLen int
+	// current record
+	path string
+	key  statKey
+	sum  [32]byte
+	oid  [32]byte
+}
+
+// readHashCache loads and checks the cache file. A missing file gives an
+// empty reader and no error.
+func readHashCache(path string, oidLen int) (*cacheReader, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return &hashCache{}, nil
+			return &cacheReader{oidLen: oidLen}, nil
 		}
-		return &hashCache{}, err
+		return &cacheReader{oidLen: oidLen}, err
 	}
-	c, err := parseHashCache(data, oidLen)
+	r, err := parseHashCache(data, oidLen)
 	if err != nil {
-		return &hashCache{}, fmt.Errorf("hash cache %s: %w", path, err)
+		return &cacheReader{oidLen: oidLen}, fmt.Errorf("hash cache %s: %w", path, err)
 	}
-	return c, nil
+	return r, nil
 }
 
-func parseHashCache(data []byte, oidLen int) (*hashCache, error) {
+func parseHashCache(data []byte, oidLen int) (*cacheReader, error) {
 	if len(data) < 4 {
 		return nil, errors.New("truncated")
 	}
@@ -79,74 +84,80 @@ func parseHashCache(data []byte, oidLen int) (*hashCache, error) {
 	if !bytes.HasPrefix(body, []byte(header)) {
 		return nil, errors.New("unknown header")
 	}
-	body = body[len(header):]
-	// One string for all paths: entries slice into it without copying.
-	all := string(body)
-	c := &hashCache{entries: make([]cacheEntry, 0, len(body)/100)}
-	off := 0
-	bad := errors.New("malformed entry")
-	for off < len(body) {
-		var e cacheEntry
-		n, k := binary.Uvarint(body[off:])
-		if k <= 0 || n > uint64(len(body)-off-k) {
-			return nil, bad
-		}
-		off += k
-		e.path = all[off : off+int(n)]
-		off += int(n)
-		var v int64
-		var u uint64
-		if v, k = binary.Varint(body[off:]); k <= 0 {
-			return nil, bad
-		}
-		e.key.size, off = v, off+k
-		if v, k = binary.Varint(body[off:]); k <= 0 {
-			return nil, bad
-		}
-		e.key.mtime, off = v, off+k
-		if v, k = binary.Varint(body[off:]); k <= 0 {
-			return nil, bad
-		}
-		e.key.ctime, off = v, off+k
-		if u, k = binary.Uvarint(body[off:]); k <= 0 {
-			return nil, bad
-		}
-		e.key.ino, off = u, off+k
-		if u, k = binary.Uvarint(body[off:]); k <= 0 || u > 1<<32-1 {
-			return nil, bad
-		}
-		e.key.mode, off = uint32(u), off+k
-		if len(body)-off < 32+oidLen {
-			return nil, bad
-		}
-		copy(e.sum[:], body[off:off+32])
-		copy(e.oid[:oidLen], body[off+32:off+32+oidLen])
-		off += 32 + oidLen
-		if len(c.entries) > 0 && c.entries[len(c.entries)-1].path >= e.path {
-			return nil, errors.New("entries out of order")
-		}
-		c.entries = append(c.entries, e)
-	}
-	return c, nil
+	return &cacheReader{all: string(body[len(header):]), oidLen: oidLen}, nil
 }
 
-// encodeHashCache renders sorted entries in the file format.
-func encodeHashCache(entries []cacheEntry, oidLen int) []byte {
-	b := make([]byte, 0, 64+len(entries)*(48+32+oidLen))
+var errCacheRecord = errors.New("malformed hash cache record")
+
+// next moves to the next record. It returns false at the end, or with an
+// error when the rest of the file cannot be trusted.
+func (r *cacheReader) next() (bool, error) {
+	s := r.all
+	if r.off >= len(s) {
+		return false, nil
+	}
+	if len(s)-r.off < 2 {
+		return false, errCacheRecord
+	}
+	n := int(uint16(s[r.off]) | uint16(s[r.off+1])<<8)
+	off := r.off + 2
+	if n == 0 || len(s)-off < n+cacheFixed+r.oidLen {
+		return false, errCacheRecord
+	}
+	path := s[off : off+n]
+	if path <= r.path && r.path != "" {
+		return false, errors.New("hash cache records out of order")
+	}
+	off += n
+	le := func(i int) uint64 {
+		b := s[off+i : off+i+8]
+		return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+			uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+	}
+	r.path = path
+	r.key.size = int64(le(0))
+	r.key.mtime = int64(le(8))
+	r.key.ctime = int64(le(16))
+	r.key.ino = le(24)
+	m := s[off+32 : off+36]
+	r.key.mode = uint32(m[0]) | uint32(m[1])<<8 | uint32(m[2])<<16 | uint32(m[3])<<24
+	copy(r.sum[:], s[off+36:off+68])
+	copy(r.oid[:r.oidLen], s[off+68:off+68+r.oidLen])
+	r.off = off + cacheFixed + r.oidLen
+	return true, nil
+}
+
+// appendCacheRecord appends one record in the file format.
+func appendCacheRecord(b []byte, c *candidate, oidLen int) []byte {
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(c.path)))
+	b = append(b, c.path...)
+	b = binary.LittleEndian.AppendUint64(b, uint64(c.key.size))
+	b = binary.LittleEndian.AppendUint64(b, uint64(c.key.mtime))
+	b = binary.LittleEndian.AppendUint64(b, uint64(c.key.ctime))
+	b = binary.LittleEndian.AppendUint64(b, c.key.ino)
+	b = binary.LittleEndian.AppendUint32(b, c.key.mode)
+	b = append(b, c.sum[:]...)
+	return append(b, c.oid[:oidLen]...)
+}
+
+// encodeHashCache renders the cacheable files (sorted by path).
+func encodeHashCache(files []candidate, oidLen int, limit int64) []byte {
+	b := make([]byte, 0, 64+len(files)*(2+48+cacheFixed+oidLen))
 	b = fmt.Appendf(b, "%s %d\n", hashCacheHeader, oidLen)
-	for i := range entries {
-		e := &entries[i]
-		b = binary.AppendUvarint(b, uint64(len(e.path)))
-		b = append(b, e.path...)
-		b = binary.AppendVarint(b, e.key.size)
-		b = binary.AppendVarint(b, e.key.mtime)
-		b = binary.AppendVarint(b, e.key.ctime)
-		b = binary.AppendUvarint(b, e.key.ino)
-		b = binary.AppendUvarint(b, uint64(e.key.mode))
-		b = append(b, e.sum[:]...)
-		b = append(b, e.oid[:oidLen]...)
+	for i := range files {
+		if f := &files[i]; cacheable(f, limit) {
+			b = appendCacheRecord(b, f, oidLen)
+		}
 	}
 	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
+}
+
+// cacheable reports whether a file's digests may be remembered: its
+// timestamps must be safely older than the scan. A file modified within
+// the clock granularity of the scan could change again without changing
+// its stat data ("racy git"), so it is read again next time instead.
+func cacheable(f *candidate, limit int64) bool {
+	return f.key.mtime < limit && f.key.ctime < limit && len(f.path) <= 0xffff
 }
 
 // saveHashCache writes the cache atomically (temporary file, rename).

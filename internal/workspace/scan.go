@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"warrant.dev/warrant/protocol"
 )
@@ -22,42 +24,77 @@ type fileState uint8
 const (
 	stateUnscanned fileState = iota
 	statePresent             // a regular file or a symlink: captured
-	stateMissing             // nothing there (or a directory): deleted
+	stateMissing             // nothing there, a directory, or a path through a symlink: deleted
 	stateSpecial             // a FIFO, socket or device: never read
 )
 
-// candidate is one path the capture considers: a tracked file, or an
-// allowlisted untracked one.
-type candidate struct {
-	path      string
-	tracked   bool
-	indexOID  [32]byte // the index's blob id, for tracked files
-	indexMode string   // the index's mode, for tracked files
-	cached    *cacheEntry
+// fileMode is a snapshot mode, stored small.
+type fileMode uint8
 
-	state    fileState
-	mode     string // protocol.ModeFile, ModeExecutable or ModeSymlink
+const (
+	modeNone fileMode = iota
+	modeFile
+	modeExec
+	modeLink
+)
+
+func (m fileMode) String() string {
+	switch m {
+	case modeFile:
+		return protocol.ModeFile
+	case modeExec:
+		return protocol.ModeExecutable
+	case modeLink:
+		return protocol.ModeSymlink
+	}
+	return ""
+}
+
+func parseMode(s string) fileMode {
+	switch s {
+	case protocol.ModeFile:
+		return modeFile
+	case protocol.ModeExecutable:
+		return modeExec
+	case protocol.ModeSymlink:
+		return modeLink
+	}
+	return modeNone
+}
+
+// candidate is one path the capture considers: a tracked file, or an
+// allowlisted untracked one. Before the scan, key, sum and oid hold the
+// hash cache's record when cached is set.
+type candidate struct {
+	path     string
+	content  []byte // the bytes, when retained for upload
 	key      statKey
 	sum      [32]byte // sha256 of the content
 	oid      [32]byte // git blob id of the content
-	hashed   bool     // content was read (not taken from the cache)
-	retained bool     // content holds the bytes for upload
-	content  []byte
+	indexOID [32]byte // the index's blob id, for tracked files
+
+	indexMode fileMode
+	mode      fileMode
+	state     fileState
+	tracked   bool
+	cached    bool // key, sum and oid came from the hash cache
+	hashed    bool // the content was read (not taken from the cache)
+	retained  bool // content holds the bytes
 }
 
 func (c *candidate) size() int64 { return c.key.size }
 
 // scanner hashes candidates. One scanner per goroutine.
 type scanner struct {
-	root      string // absolute, with a trailing separator
+	dirs      dirStack
 	oidLen    int
 	retain    *atomic.Int64 // bytes of content left to retain
 	maxRetain int64         // largest single file retained
 
 	buf    []byte
 	slab   []byte
-	sha    hash.Hash
 	oidH   hash.Hash
+	sha    hash.Hash
 	header []byte
 	link   []byte
 }
@@ -71,9 +108,9 @@ const (
 	slabSize           = 1 << 20
 )
 
-func newScanner(root string, oidLen int, retain *atomic.Int64) *scanner {
+func newScanner(rootFD, oidLen int, retain *atomic.Int64) *scanner {
 	s := &scanner{
-		root:      root,
+		dirs:      dirStack{root: rootFD},
 		oidLen:    oidLen,
 		retain:    retain,
 		maxRetain: maxRetainFile,
@@ -89,85 +126,129 @@ func newScanner(root string, oidLen int, retain *atomic.Int64) *scanner {
 	return s
 }
 
-// scan fills in c's state and digests. With a cache entry it first
-// lstat()s the path and reuses the entry when the stat key still matches;
-// otherwise it opens the file without following symlinks and reads it.
-func (s *scanner) scan(c *candidate) error {
-	abs := s.root + c.path
-	if c.cached != nil {
-		var st syscall.Stat_t
-		if err := lstat(abs, &st); err != nil {
-			return s.missing(c, err)
-		}
-		key := statKeyOf(&st)
-		if key == c.cached.key {
-			c.key, c.sum, c.oid = key, c.cached.sum, c.cached.oid
-			c.state, c.mode = statePresent, modeOf(st.Mode)
-			if c.mode == "" {
-				c.state = stateSpecial
-			} else if c.mode == protocol.ModeSymlink {
-				// Symlinks are tiny: keep the target so upload never
-				// needs to read it again.
-				return s.readSymlink(c, abs, key)
-			}
-			return nil
-		}
+// dirStack holds open descriptors for the directories leading to the
+// current one, each opened relative to its parent with O_NOFOLLOW: a path
+// whose parent is (now) a symlink is never followed out of the tree, and
+// each file is looked up by its base name alone.
+type dirStack struct {
+	root  int
+	comps []string
+	fds   []int
+	cur   string // the directory the stack describes
+	err   error  // why cur could not be opened completely
+	valid bool
+}
+
+// dirFor returns a descriptor of p's directory and p's base name.
+func (d *dirStack) dirFor(p string) (int, string, error) {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return d.root, p, nil
 	}
-	fd, err := openNoFollow(abs)
-	if err != nil {
-		switch {
-		case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.EMLINK):
-			var st syscall.Stat_t
-			if err := lstat(abs, &st); err != nil {
-				return s.missing(c, err)
-			}
-			if st.Mode&syscall.S_IFMT != syscall.S_IFLNK {
-				return fmt.Errorf("%s: changed while being captured", c.path)
-			}
-			return s.readSymlink(c, abs, statKeyOf(&st))
-		case errors.Is(err, syscall.ENXIO), errors.Is(err, syscall.EOPNOTSUPP):
-			c.state = stateSpecial // a socket or a FIFO without a writer
-			return nil
+	dir, base := p[:i], p[i+1:]
+	if d.valid && dir == d.cur {
+		if d.err != nil {
+			return -1, base, d.err
 		}
+		return d.fds[len(d.fds)-1], base, nil
+	}
+	comps := strings.Split(dir, "/")
+	k := 0
+	for k < len(comps) && k < len(d.fds) && comps[k] == d.comps[k] {
+		k++
+	}
+	for _, fd := range d.fds[k:] {
+		unix.Close(fd)
+	}
+	d.fds, d.comps = d.fds[:k], d.comps[:k]
+	d.cur, d.valid, d.err = dir, true, nil
+	for _, c := range comps[k:] {
+		parent := d.root
+		if len(d.fds) > 0 {
+			parent = d.fds[len(d.fds)-1]
+		}
+		fd, err := openat(parent, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
+		if err != nil {
+			d.err = err
+			return -1, base, err
+		}
+		d.fds = append(d.fds, fd)
+		d.comps = append(d.comps, c)
+	}
+	return d.fds[len(d.fds)-1], base, nil
+}
+
+func (d *dirStack) close() {
+	for _, fd := range d.fds {
+		unix.Close(fd)
+	}
+	d.fds, d.comps, d.valid = nil, nil, false
+}
+
+// scan fills in c's state and digests. A cached file whose stat key still
+// matches keeps the cached digests; any other regular file is read.
+func (s *scanner) scan(c *candidate) error {
+	dirfd, base, err := s.dirs.dirFor(c.path)
+	if err != nil {
 		return s.missing(c, err)
 	}
-	defer syscall.Close(fd)
-	var st syscall.Stat_t
-	if err := fstat(fd, &st); err != nil {
-		return fmt.Errorf("%s: %w", c.path, err)
+	var st unix.Stat_t
+	if err := fstatat(dirfd, base, &st); err != nil {
+		return s.missing(c, err)
 	}
-	switch st.Mode & syscall.S_IFMT {
-	case syscall.S_IFREG:
-	case syscall.S_IFDIR:
+	key := statKeyOf(&st)
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFLNK:
+		return s.readSymlink(c, dirfd, base, key)
+	case unix.S_IFDIR:
 		c.state = stateMissing
 		return nil
 	default:
 		c.state = stateSpecial
 		return nil
 	}
-	key := statKeyOf(&st)
-	c.key, c.mode, c.state, c.hashed = key, modeOf(st.Mode), statePresent, true
+	c.mode = modeFile
+	if st.Mode&0o100 != 0 {
+		c.mode = modeExec
+	}
+	if c.cached && key == c.key {
+		c.state = statePresent
+		return nil
+	}
+	fd, err := openat(dirfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return fmt.Errorf("%s: changed while being captured", c.path)
+		}
+		return s.missing(c, err)
+	}
+	defer unix.Close(fd)
+	c.key, c.state, c.hashed = key, statePresent, true
 	return s.readFile(c, fd, key.size)
 }
 
 func (s *scanner) missing(c *candidate, err error) error {
-	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOTDIR) {
+	switch {
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
+		// Gone, or a parent is now a file or a symlink (which git, too,
+		// treats as the file being deleted).
 		c.state = stateMissing
 		return nil
 	}
 	return fmt.Errorf("%s: %w", c.path, err)
 }
 
-func (s *scanner) readSymlink(c *candidate, abs string, key statKey) error {
+func (s *scanner) readSymlink(c *candidate, dirfd int, base string, key statKey) error {
 	for {
-		n, err := syscall.Readlink(abs, s.link)
+		n, err := readlinkat(dirfd, base, s.link)
 		if err != nil {
 			return s.missing(c, err)
 		}
 		if n < len(s.link) {
 			target := s.link[:n]
-			c.hashed = c.cached == nil || key != c.cached.key
-			c.key, c.mode, c.state = key, protocol.ModeSymlink, statePresent
+			c.hashed = !c.cached || key != c.key
+			c.key, c.mode, c.state = key, modeLink, statePresent
 			c.key.size = int64(n)
 			s.digest(c, target) // always: the target may have changed since the lstat
 			c.content = s.keep(target)
@@ -243,44 +324,29 @@ func (s *scanner) keep(data []byte) []byte {
 	return out
 }
 
-func modeOf(m uint32) string {
-	switch m & syscall.S_IFMT {
-	case syscall.S_IFREG:
-		if m&0o100 != 0 {
-			return protocol.ModeExecutable
-		}
-		return protocol.ModeFile
-	case syscall.S_IFLNK:
-		return protocol.ModeSymlink
-	}
-	return ""
-}
-
-func lstat(path string, st *syscall.Stat_t) error {
+func openat(dirfd int, name string, flags int) (int, error) {
 	for {
-		err := syscall.Lstat(path, st)
-		if err != syscall.EINTR {
-			return err
-		}
-	}
-}
-
-func fstat(fd int, st *syscall.Stat_t) error {
-	for {
-		err := syscall.Fstat(fd, st)
-		if err != syscall.EINTR {
-			return err
-		}
-	}
-}
-
-// openNoFollow opens path for reading without following a final symlink
-// and without blocking on a FIFO.
-func openNoFollow(path string) (int, error) {
-	for {
-		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-		if err != syscall.EINTR {
+		fd, err := unix.Openat(dirfd, name, flags, 0)
+		if err != unix.EINTR {
 			return fd, err
+		}
+	}
+}
+
+func fstatat(dirfd int, name string, st *unix.Stat_t) error {
+	for {
+		err := unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func readlinkat(dirfd int, name string, buf []byte) (int, error) {
+	for {
+		n, err := unix.Readlinkat(dirfd, name, buf)
+		if err != unix.EINTR {
+			return n, err
 		}
 	}
 }
@@ -288,8 +354,8 @@ func openNoFollow(path string) (int, error) {
 func readFull(fd int, b []byte) (int, error) {
 	n := 0
 	for n < len(b) {
-		m, err := syscall.Read(fd, b[n:])
-		if err == syscall.EINTR || err == syscall.EAGAIN {
+		m, err := unix.Read(fd, b[n:])
+		if err == unix.EINTR || err == unix.EAGAIN {
 			continue
 		}
 		if err != nil {
@@ -303,12 +369,17 @@ func readFull(fd int, b []byte) (int, error) {
 	return n, nil
 }
 
-// scanAll scans candidates with workers goroutines.
+// scanAll scans the candidates of the tree at root with workers
+// goroutines. Workers take runs of consecutive (sorted) paths, so each
+// mostly stays in one directory.
 func scanAll(cands []candidate, root string, oidLen, workers int, retain *atomic.Int64, stop func() error) error {
-	if workers < 1 {
-		workers = 1
+	rootFD, err := openat(unix.AT_FDCWD, root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", root, err)
 	}
-	const chunk = 128
+	defer unix.Close(rootFD)
+	workers = max(1, workers)
+	const chunk = 256
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr error
@@ -318,7 +389,8 @@ func scanAll(cands []candidate, root string, oidLen, workers int, retain *atomic
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s := newScanner(root, oidLen, retain)
+			s := newScanner(rootFD, oidLen, retain)
+			defer s.dirs.close()
 			for !failed.Load() {
 				start := int(next.Add(chunk) - chunk)
 				if start >= len(cands) {
@@ -346,13 +418,13 @@ func scanAll(cands []candidate, root string, oidLen, workers int, retain *atomic
 // openVerified opens a captured regular file for upload and checks, as it
 // is read, that it still has the captured size and sha256.
 func openVerified(abs, rel string, size int64, sum [32]byte) (io.ReadCloser, error) {
-	fd, err := openNoFollow(abs)
+	fd, err := openat(unix.AT_FDCWD, abs, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w (capture again)", rel, err)
 	}
 	f := os.NewFile(uintptr(fd), abs)
-	var st syscall.Stat_t
-	if err := fstat(fd, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", rel, ErrChangedSinceCapture)
 	}
