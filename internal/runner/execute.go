@@ -304,6 +304,8 @@ func (x *runExec) perform(runCtx, sessCtx context.Context) outcome {
 			failure = failed(protocol.FailureBudgetExceeded, "the session ran past its time limit of %s and was stopped", exec.Timeout)
 		case res.End == session.LogLimit:
 			failure = failed(protocol.FailureBudgetExceeded, "the session log passed its limit of %d bytes and the session was stopped", exec.LogMaxBytes)
+		case res.End == session.MemoryLimit:
+			failure = failed(protocol.FailureBudgetExceeded, "the session went over its memory limit (%s) and was killed", res.Detail)
 		case res.ExitCode != 0 && failure == nil:
 			failure = failed(protocol.FailureSessionFailed, "agent exited with code %d", res.ExitCode)
 		}

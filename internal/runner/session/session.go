@@ -93,6 +93,9 @@ const (
 	// Interrupted: the session's context ended (cancel, lost lease, runner
 	// abort) and it was killed.
 	Interrupted
+	// MemoryLimit: the session went over the memory limit its backend
+	// enforces and was killed (Result.Detail names the limit).
+	MemoryLimit
 )
 
 func (e End) String() string {
@@ -105,6 +108,8 @@ func (e End) String() string {
 		return "log limit"
 	case Interrupted:
 		return "interrupted"
+	case MemoryLimit:
+		return "memory limit"
 	}
 	return fmt.Sprintf("End(%d)", int(e))
 }
@@ -115,6 +120,10 @@ type Result struct {
 	// SpawnFailedExitCode when it could not be started.
 	ExitCode int
 	End      End
+	// Detail says more about an End other than Exited when the backend
+	// knows more, for example the memory limit that was crossed. It never
+	// carries secret values.
+	Detail string
 }
 
 // SpawnFailedExitCode is the exit code reported when the harness could not

@@ -14,12 +14,10 @@ package process
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"warrant.dev/warrant/internal/runner/egress"
@@ -104,9 +102,7 @@ func (b *Backend) Run(ctx context.Context, s *session.Session) (session.Result, 
 			AllowHosts:  s.Contract.Network.AllowHosts,
 			DefaultDeny: s.Contract.Network.DefaultDeny,
 			Resolver:    b.resolver,
-			Record: func(d egress.Decision) error {
-				return s.Record(protocol.NetworkConnected{Host: eventHost(d), Decision: d.Protocol()})
-			},
+			Record:      session.RecordEgress(s),
 		})
 		if err != nil {
 			return session.Result{}, fmt.Errorf("start egress proxy: %w", err)
@@ -130,7 +126,7 @@ func (b *Backend) Run(ctx context.Context, s *session.Session) (session.Result, 
 
 	argv := e.Argv()
 	cmd := &exec.Cmd{Path: argv[0], Args: argv, Env: session.Environ(env), Dir: cwd}
-	if path, err := lookPath(argv[0], env["PATH"], cwd); err != nil {
+	if path, err := session.LookPath(argv[0], env["PATH"], cwd); err != nil {
 		cmd.Err = err
 	} else {
 		cmd.Path = path
@@ -140,59 +136,6 @@ func (b *Backend) Run(ctx context.Context, s *session.Session) (session.Result, 
 		LogMaxBytes: e.LogMaxBytes,
 		KillGrace:   s.KillGrace,
 	}, s.Started)
-}
-
-// eventHost is the host a network.connected event records: the normalised
-// host, or, for an authority that did not parse, the authority as received.
-func eventHost(d egress.Decision) string {
-	if d.Host != "" {
-		return d.Host
-	}
-	if d.Authority != "" {
-		return d.Authority
-	}
-	return "(empty)"
-}
-
-// errNotFound mirrors exec.ErrNotFound for lookups in the session's PATH.
-var errNotFound = exec.ErrNotFound
-
-// lookPath finds file in the session's PATH (not the runner's), as a shell
-// in the session would. Empty PATH entries mean the working directory.
-func lookPath(file, path, cwd string) (string, error) {
-	if strings.Contains(file, "/") {
-		p := file
-		if !filepath.IsAbs(p) {
-			p = filepath.Join(cwd, p)
-		}
-		if err := executable(p); err != nil {
-			return "", &exec.Error{Name: file, Err: err}
-		}
-		return p, nil
-	}
-	for _, dir := range filepath.SplitList(path) {
-		if dir == "" {
-			dir = cwd
-		} else if !filepath.IsAbs(dir) {
-			dir = filepath.Join(cwd, dir)
-		}
-		p := filepath.Join(dir, file)
-		if executable(p) == nil {
-			return p, nil
-		}
-	}
-	return "", &exec.Error{Name: file, Err: errNotFound}
-}
-
-func executable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return fs.ErrPermission
-	}
-	return nil
 }
 
 var _ session.Backend = (*Backend)(nil)
