@@ -3,7 +3,6 @@ package workspace
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -92,7 +91,7 @@ func (c *Captured) hashAt(i int) string {
 		return c.Manifest.DirtyDiffHash
 	}
 	f := &c.files[c.uniq[i-c.extraBlobs()]]
-	return hex.EncodeToString(f.sum[:])
+	return c.snapText[f.hexOff : f.hexOff+64] // the hex is in the snapshot already
 }
 
 func (c *Captured) blobAt(i int) Blob {
@@ -103,7 +102,7 @@ func (c *Captured) blobAt(i int) Blob {
 		return bytesBlob(c.Manifest.DirtyDiffHash, c.DirtyDiff)
 	}
 	f := &c.files[c.uniq[i-c.extraBlobs()]]
-	hash := hex.EncodeToString(f.sum[:])
+	hash := c.hashAt(i)
 	if f.retained {
 		return bytesBlob(hash, f.content)
 	}

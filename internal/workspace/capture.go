@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"warrant.dev/warrant/protocol"
 )
@@ -58,6 +59,7 @@ type Captured struct {
 	Stats     CaptureStats
 
 	files     []candidate // present files, sorted by path
+	snapText  string      // Snapshot as a string: file hashes are substrings of it
 	uniq      []int32     // index into files of the first file of each distinct content
 	blobBytes int64
 }
@@ -114,11 +116,12 @@ func Capture(ctx context.Context, opts CaptureOptions) (*Captured, error) {
 		return nil, fmt.Errorf("capture: allow pattern: %w", err)
 	}
 	cp := &capture{
-		opts:  opts,
-		log:   log,
-		deny:  deny,
-		allow: allow,
-		start: start,
+		opts:   opts,
+		log:    log,
+		deny:   deny,
+		denyFP: protocol.HashBytes([]byte(strings.Join(denyList, "\x00")))[:16],
+		allow:  allow,
+		start:  start,
 	}
 	cp.workers = opts.Workers
 	if cp.workers <= 0 {
@@ -153,6 +156,7 @@ type capture struct {
 	opts    CaptureOptions
 	log     *slog.Logger
 	deny    *patternSet
+	denyFP  string // fingerprint of the effective deny list
 	allow   *patternSet
 	workers int
 	retain  atomic.Int64
@@ -224,23 +228,19 @@ func findRepo(ctx context.Context, dir string) (*repoInfo, error) {
 func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, error) {
 	g := repo.git
 	var (
-		wg                         sync.WaitGroup
-		head                       = repo.head
-		lsOut, stagedOut, otherOut []byte
-		lsErr, stagedErr, otherErr error
-		cache                      = &cacheReader{oidLen: repo.oidLen}
+		wg                sync.WaitGroup
+		head              = repo.head
+		listing           indexListing
+		saveListing       func() error
+		otherOut          []byte
+		listErr, otherErr error
+		cache             = &cacheReader{oidLen: repo.oidLen}
 	)
 	cachePath := hashCachePath(repo.gitDir)
-	wg.Add(4)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		if head != "" {
-			stagedOut, stagedErr = g.run(ctx, nil, "diff-index", "--cached", "-z", "--name-only", "--no-renames", "--ignore-submodules", head)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		lsOut, lsErr = g.run(ctx, nil, "ls-files", "--stage", "-z")
+		listing, saveListing, listErr = listIndex(ctx, repo, !cp.opts.NoHashCache)
 	}()
 	go func() {
 		defer wg.Done()
@@ -265,14 +265,13 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 		cache = r
 	}()
 	wg.Wait()
-	for _, err := range []error{lsErr, stagedErr, otherErr} {
-		if err != nil {
-			return nil, err
-		}
+	if err := errors.Join(listErr, otherErr); err != nil {
+		return nil, err
 	}
+	stagedOut := listing.staged
 	tLists := time.Since(cp.start)
 
-	cands, err := cp.classifyTracked(lsOut, repo.oidLen)
+	cands, err := cp.classifyTracked(listing.ls, repo.oidLen)
 	if err != nil {
 		return nil, err
 	}
@@ -280,6 +279,8 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 		cands = cp.addUntracked(cands, otherOut)
 	}
 	cacheRecords := cp.joinCache(cands, cache)
+	cands = cp.filterTracked(cands, cache.denyFP == cp.denyFP)
+	tJoin := time.Since(cp.start)
 	if err := scanAll(cands, repo.top, repo.oidLen, cp.workers, &cp.retain, ctx.Err); err != nil {
 		return nil, err
 	}
@@ -311,13 +312,24 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 		go func() {
 			defer saveWG.Done()
 			limit := cp.start.Add(-racyWindow).UnixNano()
-			if err := saveHashCache(cachePath, encodeHashCache(c.files, repo.oidLen, limit)); err != nil {
+			if err := saveHashCache(cachePath, encodeHashCache(c.files, repo.oidLen, limit, cp.denyFP)); err != nil {
 				cp.log.Warn("could not save the hash cache", "path", cachePath, "err", err)
 			}
 		}()
 	}
+	if saveListing != nil {
+		saveWG.Add(1)
+		go func() {
+			defer saveWG.Done()
+			if err := saveListing(); err != nil {
+				cp.log.Warn("could not save the index listing cache", "err", err)
+			}
+		}()
+	}
 	cp.finishSnapshot(c)
+	tSnap := time.Since(cp.start)
 	<-diffDone
+	tDiff := time.Since(cp.start)
 	saveWG.Wait()
 	if diffErr != nil {
 		return nil, diffErr
@@ -327,17 +339,19 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 		c.Manifest.DirtyDiffHash = protocol.HashBytes(diff)
 	}
 	c.dedupeBlobs()
-	cp.log.Debug("capture phases", "lists", tLists, "scan", tScan-tLists, "rest", time.Since(cp.start)-tScan)
+	cp.log.Debug("capture phases", "lists", tLists, "classify", tJoin-tLists, "scan", tScan-tJoin,
+		"snapshot", tSnap-tScan, "diffwait", tDiff-tSnap, "rest", time.Since(cp.start)-tDiff)
 	return c, nil
 }
 
 // classifyTracked parses `git ls-files --stage -z` into candidates,
-// dropping submodules and denied paths.
+// dropping submodules. filterTracked applies the deny patterns later.
 func (cp *capture) classifyTracked(out []byte, oidLen int) ([]candidate, error) {
-	all := string(out) // one allocation; paths are substrings of it
+	// Paths are substrings of the output, which is never modified: view
+	// it as a string instead of copying it.
+	all := unsafe.String(unsafe.SliceData(out), len(out))
 	n := strings.Count(all, "\x00")
 	cands := make([]candidate, 0, n)
-	var memo dirMemo
 	last := ""
 	hexLen := 2 * oidLen
 	for len(all) > 0 {
@@ -365,14 +379,6 @@ func (cp *capture) classifyTracked(out []byte, oidLen int) ([]candidate, error) 
 			continue
 		case "040000":
 			cp.skipped = append(cp.skipped, SkippedFile{p, "sparse directory (not captured)"})
-			continue
-		}
-		if _, hit := cp.deny.match(p, &memo); hit {
-			cp.denied = append(cp.denied, p)
-			continue
-		}
-		if !validPath(p) {
-			cp.skipped = append(cp.skipped, SkippedFile{p, "path not representable in a snapshot"})
 			continue
 		}
 		c := candidate{path: p, tracked: true, indexMode: parseMode(mode)}
@@ -442,6 +448,33 @@ func (cp *capture) addUntracked(cands []candidate, out []byte) []candidate {
 	cands = append(cands, add...)
 	slices.SortFunc(cands, func(a, b candidate) int { return strings.Compare(a.path, b.path) })
 	return cands
+}
+
+// filterTracked drops tracked candidates that a deny pattern excludes
+// (recording them) or whose path a snapshot cannot carry. A candidate
+// found in a hash cache written under the same deny patterns passed both
+// checks then, so when trusted is set they are skipped for it.
+func (cp *capture) filterTracked(cands []candidate, trusted bool) []candidate {
+	var memo dirMemo
+	n := 0
+	for i := range cands {
+		c := &cands[i]
+		if c.tracked && !(trusted && c.cached) {
+			if _, hit := cp.deny.match(c.path, &memo); hit {
+				cp.denied = append(cp.denied, c.path)
+				continue
+			}
+			if !validPath(c.path) {
+				cp.skipped = append(cp.skipped, SkippedFile{c.path, "path not representable in a snapshot"})
+				continue
+			}
+		}
+		if n != i {
+			cands[n] = *c
+		}
+		n++
+	}
+	return cands[:n]
 }
 
 // joinCache copies each candidate's cache record, if any, into it. Both
@@ -523,6 +556,7 @@ func (cp *capture) assemble(root string, cands []candidate) *Captured {
 func (cp *capture) finishSnapshot(c *Captured) {
 	snap := encodeSnapshot(c.files)
 	c.Snapshot = snap
+	c.snapText = string(snap)
 	c.Manifest.Version = protocol.VersionManifest
 	c.Manifest.Format = protocol.SnapshotVersion
 	c.Manifest.BundleHash = protocol.HashBytes(snap)
@@ -545,6 +579,7 @@ func encodeSnapshot(files []candidate) []byte {
 		b = append(b, f.mode.String()...)
 		b = append(b, ' ')
 		hex.Encode(hexbuf[:], f.sum[:])
+		f.hexOff = len(b)
 		b = append(b, hexbuf[:]...)
 		b = append(b, ' ')
 		b = strconv.AppendInt(b, f.size(), 10)

@@ -463,3 +463,58 @@ func TestCaptureUnbornRepository(t *testing.T) {
 		t.Error(d)
 	}
 }
+
+// The caches never outlive what they describe: staging and unstaging
+// changes the next capture (the index listing is keyed by the index), and
+// a new deny pattern applies to files the hash cache already knows.
+func TestCachesFollowIndexAndDenyChanges(t *testing.T) {
+	defer workspace.SetRacyWindow(0)()
+	repo := newRepo(t)
+	write(t, repo, "a.txt", "a\n")
+	write(t, repo, "b.txt", "b\n")
+	write(t, repo, "conf/app.toml", "token = 1\n")
+	commitAll(t, repo, "init")
+	capture := func(opts workspace.CaptureOptions) *workspace.Captured {
+		t.Helper()
+		opts.Dir = repo
+		c, err := workspace.Capture(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	paths := func(c *workspace.Captured) []string {
+		s, err := protocol.ParseSnapshot(c.Snapshot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range s.Entries {
+			out = append(out, e.Path)
+		}
+		return out
+	}
+	c1 := capture(workspace.CaptureOptions{})
+	if !slices.Equal(paths(c1), []string{"a.txt", "b.txt", "conf/app.toml"}) {
+		t.Fatalf("first capture: %q", paths(c1))
+	}
+	if _, err := os.Stat(filepath.Join(repo, ".git", "warrant", "listing")); err != nil {
+		t.Fatalf("index listing was not cached: %v", err)
+	}
+	// Untrack b.txt and stage a change to a.txt: the listing must change.
+	git(t, repo, "rm", "-q", "--cached", "b.txt")
+	write(t, repo, "a.txt", "a2\n")
+	git(t, repo, "add", "a.txt")
+	c2 := capture(workspace.CaptureOptions{})
+	if !slices.Equal(paths(c2), []string{"a.txt", "conf/app.toml"}) {
+		t.Errorf("after git rm --cached: %q", paths(c2))
+	}
+	if !bytes.Contains(c2.DirtyDiff, []byte("deleted file mode")) || !bytes.Contains(c2.DirtyDiff, []byte("+a2")) {
+		t.Errorf("dirty diff misses the staged changes:\n%s", c2.DirtyDiff)
+	}
+	// A new deny pattern excludes a file the hash cache holds.
+	c3 := capture(workspace.CaptureOptions{Deny: []string{"*.toml"}})
+	if !slices.Equal(paths(c3), []string{"a.txt"}) || !slices.Equal(c3.Manifest.DeniedPaths, []string{"conf/app.toml"}) {
+		t.Errorf("with deny *.toml: snapshot %q, denied %q", paths(c3), c3.Manifest.DeniedPaths)
+	}
+}

@@ -27,7 +27,8 @@ type statKey struct {
 // in the repository's git directory (warrant/hashcache), so it is never
 // part of the work tree and never shipped.
 //
-// File format: a header line "warrant-hashcache-v1 <oidlen>\n", then one
+// File format: a header line "warrant-hashcache-v1 <oidlen> <deny>\n",
+// where deny fingerprints the deny patterns the files passed, then one
 // record per file, sorted by path: u16 path length, path, then
 // little-endian i64 size, i64 mtime, i64 ctime, u64 inode, u32 mode, the
 // 32-byte sha256 and the oidlen-byte git blob id of the content; then a
@@ -48,6 +49,7 @@ type cacheReader struct {
 	all    string // the records, as one string: paths are substrings
 	off    int
 	oidLen int
+	denyFP string // fingerprint of the deny patterns the cached files passed
 	// current record
 	path string
 	key  statKey
@@ -80,11 +82,12 @@ func parseHashCache(data []byte, oidLen int) (*cacheReader, error) {
 	if crc32.Checksum(body, crcTable) != sum {
 		return nil, errors.New("checksum mismatch")
 	}
-	header := fmt.Sprintf("%s %d\n", hashCacheHeader, oidLen)
-	if !bytes.HasPrefix(body, []byte(header)) {
+	line, rest, ok := bytes.Cut(body, []byte{'\n'})
+	prefix := fmt.Sprintf("%s %d ", hashCacheHeader, oidLen)
+	if !ok || !bytes.HasPrefix(line, []byte(prefix)) {
 		return nil, errors.New("unknown header")
 	}
-	return &cacheReader{all: string(body[len(header):]), oidLen: oidLen}, nil
+	return &cacheReader{all: string(rest), oidLen: oidLen, denyFP: string(line[len(prefix):])}, nil
 }
 
 var errCacheRecord = errors.New("malformed hash cache record")
@@ -141,9 +144,9 @@ func appendCacheRecord(b []byte, c *candidate, oidLen int) []byte {
 }
 
 // encodeHashCache renders the cacheable files (sorted by path).
-func encodeHashCache(files []candidate, oidLen int, limit int64) []byte {
+func encodeHashCache(files []candidate, oidLen int, limit int64, denyFP string) []byte {
 	b := make([]byte, 0, 64+len(files)*(2+48+cacheFixed+oidLen))
-	b = fmt.Appendf(b, "%s %d\n", hashCacheHeader, oidLen)
+	b = fmt.Appendf(b, "%s %d %s\n", hashCacheHeader, oidLen, denyFP)
 	for i := range files {
 		if f := &files[i]; cacheable(f, limit) {
 			b = appendCacheRecord(b, f, oidLen)

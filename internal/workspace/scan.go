@@ -72,6 +72,7 @@ type candidate struct {
 	sum      [32]byte // sha256 of the content
 	oid      [32]byte // git blob id of the content
 	indexOID [32]byte // the index's blob id, for tracked files
+	hexOff   int      // offset of the hex sha256 in the snapshot text
 
 	indexMode fileMode
 	mode      fileMode

@@ -29,6 +29,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,8 +51,10 @@ func main() {
 		child   = flag.String("child", "", "internal: run one measurement (cold or warm)")
 		known   = flag.String("known", "", "internal: file of hashes the sink already holds")
 		changed = flag.Int("changed", 10, "files changed before each warm run")
+		profile = flag.String("cpuprofile", "", "write a CPU profile of each child's measured part to this file prefix")
 	)
 	flag.Parse()
+	profilePrefix = *profile
 	if *child != "" {
 		if err := runChild(*child, *repo, *known, *sink); err != nil {
 			fmt.Fprintln(os.Stderr, "bench child:", err)
@@ -64,6 +67,8 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+var profilePrefix string
 
 // report is what a child prints.
 type report struct {
@@ -125,6 +130,11 @@ func runParent(files int, packed bool, runs int, repo, sink string, changed int)
 			return err
 		}
 		warm = append(warm, r)
+		// Commit (untimed) so that each warm run sees exactly the files
+		// changed since the previous capture as uncommitted work.
+		if err := gitIn(repo, nil, "commit", "-q", "-a", "-m", "bench change"); err != nil {
+			return err
+		}
 	}
 	kind := "loose"
 	if packed {
@@ -162,7 +172,7 @@ func summarize(name string, rs []report) {
 }
 
 func child(self, mode, repo, known, sink string, record bool) (report, error) {
-	args := []string{"-child", mode, "-repo", repo, "-known", known, "-sink", sink}
+	args := []string{"-child", mode, "-repo", repo, "-known", known, "-sink", sink, "-cpuprofile", profilePrefix}
 	cmd := exec.Command(self, args...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
@@ -194,6 +204,15 @@ func runChild(mode, repo, knownFile, sinkKind string) error {
 		if err := sink.load(knownFile); err != nil {
 			return err
 		}
+	}
+	if profilePrefix != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%s.%d", profilePrefix, mode, os.Getpid()))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
 	}
 	start := time.Now()
 	c, err := workspace.Capture(ctx, workspace.CaptureOptions{Dir: repo, Logger: log})
@@ -347,19 +366,7 @@ func generate(repo string, files int, packed bool) error {
 	if err := os.MkdirAll(repo, 0o755); err != nil {
 		return err
 	}
-	gitc := func(stdin io.Reader, args ...string) error {
-		cmd := exec.Command("git", append([]string{"-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null"}, args...)...)
-		cmd.Dir = repo
-		cmd.Stdin = stdin
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=bench", "GIT_AUTHOR_EMAIL=bench@example.com",
-			"GIT_COMMITTER_NAME=bench", "GIT_COMMITTER_EMAIL=bench@example.com", "GIT_CONFIG_NOSYSTEM=1")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("git %s: %v: %s", args[0], err, stderr.String())
-		}
-		return nil
-	}
+	gitc := func(stdin io.Reader, args ...string) error { return gitIn(repo, stdin, args...) }
 	if err := gitc(nil, "init", "-q", "-b", "main"); err != nil {
 		return err
 	}
@@ -390,6 +397,21 @@ func generate(repo string, files int, packed bool) error {
 	return nil
 }
 
+// gitIn runs git in repo for the benchmark's own setup (never measured).
+func gitIn(repo string, stdin io.Reader, args ...string) error {
+	cmd := exec.Command("git", append([]string{"-c", "gc.auto=0", "-c", "core.hooksPath=/dev/null"}, args...)...)
+	cmd.Dir = repo
+	cmd.Stdin = stdin
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=bench", "GIT_AUTHOR_EMAIL=bench@example.com",
+		"GIT_COMMITTER_NAME=bench", "GIT_COMMITTER_EMAIL=bench@example.com", "GIT_CONFIG_NOSYSTEM=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("git %s: %v: %s", args[0], err, stderr.String())
+	}
+	return nil
+}
+
 func benchPath(i int) string {
 	return fmt.Sprintf("pkg%03d/mod%02d/file%05d.txt", i/10000, (i/100)%100, i)
 }
@@ -407,7 +429,8 @@ func benchContent(rng *rand.Rand, i, gen int) []byte {
 func changeFiles(repo string, files, n int, rng *rand.Rand, gen int) error {
 	for k := range n {
 		i := rng.IntN(files)
-		if err := os.WriteFile(filepath.Join(repo, benchPath(i)), benchContent(rng, i, gen*1000+k+1), 0o644); err != nil {
+		content := append(benchContent(rng, i, gen*1000+k+1), fmt.Sprintf("changed at %d\n", time.Now().UnixNano())...)
+		if err := os.WriteFile(filepath.Join(repo, benchPath(i)), content, 0o644); err != nil {
 			return err
 		}
 	}

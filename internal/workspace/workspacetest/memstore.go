@@ -92,8 +92,10 @@ func (s *MemStore) Put(ctx context.Context, blobs []workspace.Blob) error {
 		if err != nil {
 			return err
 		}
-		data, err := io.ReadAll(rc)
+		buf := bytes.NewBuffer(make([]byte, 0, b.Size+1))
+		_, err = buf.ReadFrom(rc)
 		rc.Close()
+		data := buf.Bytes()
 		if err != nil {
 			return err
 		}
