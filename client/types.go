@@ -368,3 +368,21 @@ type RetentionRecord struct {
 	Reason string `json:"reason"`
 	Bytes  int64  `json:"bytes,omitempty"`
 }
+
+// Kinds of export lines.
+const (
+	ExportRun     = "run"
+	ExportEvent   = "event"
+	ExportReceipt = "receipt"
+)
+
+// ExportLine is one line of GET /v1/export (application/x-ndjson): a run
+// (with its contract, without its receipt), then its events in order, then
+// its receipt when it has one.
+type ExportLine struct {
+	Type    string                 `json:"type"` // ExportRun | ExportEvent | ExportReceipt
+	RunID   string                 `json:"runId"`
+	Run     *Run                   `json:"run,omitempty"`
+	Event   *protocol.ChainedEvent `json:"event,omitempty"`
+	Receipt *protocol.Receipt      `json:"receipt,omitempty"`
+}
