@@ -198,9 +198,10 @@ type Run struct {
 	ClaimedAt      time.Time
 	LeaseUntil     time.Time
 
-	Cancel  *Cancellation // a requested cancellation
-	Failure *Failure      // set when the run failed
-	Receipt []byte        // the countersigned receipt
+	Cancel     *Cancellation // a requested cancellation
+	Failure    *Failure      // set when the run failed
+	Receipt    []byte        // the countersigned receipt (nil in ListRuns rows)
+	HasReceipt bool          // a receipt is stored (set in every read)
 
 	EventCount int64
 	HeadHash   string // hash of the last event ("" when none)
@@ -393,7 +394,7 @@ type Store interface {
 	ClaimNext(ctx context.Context, req ClaimRequest, decide ClaimFunc) (Run, []Event, error)
 	// GetClaim finds the run whose active claim token has this hash
 	// (ErrNotFound unknown, ErrClaimUsed after the run ended, ErrLeaseExpired
-	// once the lease lapsed).
+	// once the lease lapsed; with those two the run is returned as well).
 	GetClaim(ctx context.Context, tokenHash string, now time.Time) (Run, error)
 	// Heartbeat renews a claim's lease and moves the run forward to state
 	// (ignored unless it advances; "" keeps the state).
