@@ -15,7 +15,7 @@ import (
 const runListCols = `id, state, pool, agent_kind, isolation, prompt, requester_id, requester_name, created_at, updated_at, details,
 	contract_hash, expires_at, secret_names, runner_id, claim_token_hash, claim_state, claimed_at, lease_until,
 	cancel_actor_kind, cancel_actor_id, cancel_reason, cancel_at, failure_class, failure_message,
-	event_count, head_hash, head_type`
+	event_count, head_hash, head_type, receipt IS NOT NULL`
 
 const runCols = runListCols + ", contract, receipt"
 
@@ -26,7 +26,7 @@ func scanRunRow(sc interface{ Scan(...any) error }, full bool) (store.Run, error
 	dest := []any{&r.ID, &r.State, &r.Pool, &r.AgentKind, &r.Isolation, &r.Prompt, &r.RequesterID, &r.RequesterName, &created, &updated, &r.Details,
 		&r.ContractHash, &expires, &secretNames, &r.RunnerID, &r.ClaimTokenHash, &r.ClaimState, &claimed, &lease,
 		&cancelKind, &cancelID, &cancelReason, &cancelAt, &failClass, &failMsg,
-		&r.EventCount, &r.HeadHash, &r.HeadType}
+		&r.EventCount, &r.HeadHash, &r.HeadType, &r.HasReceipt}
 	if full {
 		dest = append(dest, &r.Contract, &r.Receipt)
 	}
@@ -498,7 +498,7 @@ func (s *Store) CompleteRun(ctx context.Context, runID, tokenHash string, c stor
 		if !store.IsTerminal(c.State) {
 			return fmt.Errorf("complete run %s in state %q: %w", runID, c.State, store.ErrInvalidState)
 		}
-		r.State, r.Receipt, r.Failure, r.ClaimState, r.UpdatedAt = c.State, c.Receipt, c.Failure, store.ClaimEnded, now
+		r.State, r.Receipt, r.HasReceipt, r.Failure, r.ClaimState, r.UpdatedAt = c.State, c.Receipt, c.Receipt != nil, c.Failure, store.ClaimEnded, now
 		out = r
 		return saveRun(ctx, tx, r)
 	})

@@ -390,7 +390,7 @@ func runEqual(a, b store.Run) bool {
 		string(a.Contract) == string(b.Contract) && a.ContractHash == b.ContractHash && a.ExpiresAt.Equal(b.ExpiresAt) &&
 		slices.Equal(a.SecretNames, b.SecretNames) && a.RunnerID == b.RunnerID && a.ClaimTokenHash == b.ClaimTokenHash &&
 		a.ClaimState == b.ClaimState && a.ClaimedAt.Equal(b.ClaimedAt) && a.LeaseUntil.Equal(b.LeaseUntil) &&
-		(a.Cancel == nil) == (b.Cancel == nil) && (a.Failure == nil) == (b.Failure == nil) && string(a.Receipt) == string(b.Receipt) &&
+		(a.Cancel == nil) == (b.Cancel == nil) && (a.Failure == nil) == (b.Failure == nil) && string(a.Receipt) == string(b.Receipt) && a.HasReceipt == b.HasReceipt &&
 		a.EventCount == b.EventCount && a.HeadHash == b.HeadHash && a.HeadType == b.HeadType
 }
 
@@ -428,7 +428,7 @@ func testListRuns(t *testing.T, s store.Store) {
 	var ids []string
 	for _, r := range all {
 		ids = append(ids, r.ID)
-		if r.Contract != nil || r.Receipt != nil {
+		if r.Contract != nil || r.Receipt != nil || r.HasReceipt {
 			t.Fatalf("list rows carry contract/receipt")
 		}
 	}
@@ -783,8 +783,11 @@ func testClaimToken(t *testing.T, s store.Store) {
 	mustNil(t, err, "append")
 	_, err = s.CompleteRun(ctx, "run_1", hashOf("t1"), store.Completion{Receipt: []byte("rcpt"), State: store.StateCompleted, EventsHead: r.HeadHash, EventCount: r.EventCount}, at(22))
 	mustNil(t, err, "complete")
-	_, err = s.GetClaim(ctx, hashOf("t1"), at(23))
+	used, err := s.GetClaim(ctx, hashOf("t1"), at(23))
 	mustIs(t, err, store.ErrClaimUsed, "claim after completion")
+	if used.ID != "run_1" || !used.HasReceipt {
+		t.Fatalf("a used claim still names its run: got %+v", used)
+	}
 	_, err = s.Heartbeat(ctx, "run_1", hashOf("t1"), "", at(23), at(53))
 	mustIs(t, err, store.ErrClaimUsed, "heartbeat after completion")
 }
@@ -947,7 +950,7 @@ func testComplete(t *testing.T, s store.Store) {
 	}
 	done, err := s.CompleteRun(ctx, "run_1", hashOf("t1"), store.Completion{Receipt: []byte("receipt"), State: store.StateFailed, Failure: &store.Failure{Class: "session_failed", Message: "exit 1"}, EventsHead: r.HeadHash, EventCount: r.EventCount}, at(12))
 	mustNil(t, err, "complete")
-	if done.State != store.StateFailed || string(done.Receipt) != "receipt" || done.Failure.Message != "exit 1" || done.ClaimState != store.ClaimEnded {
+	if done.State != store.StateFailed || string(done.Receipt) != "receipt" || !done.HasReceipt || done.Failure.Message != "exit 1" || done.ClaimState != store.ClaimEnded {
 		t.Fatalf("completed run = %+v", done)
 	}
 	got, _ = s.GetRun(ctx, "run_1")
