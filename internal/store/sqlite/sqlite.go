@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,6 +42,13 @@ var _ store.Store = (*Store)(nil)
 // the current schema. A database written by a newer binary is refused
 // with store.ErrSchemaTooNew.
 func Open(ctx context.Context, path string) (*Store, error) {
+	// The database holds sealed secrets and token hashes: owner-only. SQLite
+	// gives its -wal and -shm files the database file's mode.
+	if f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	} else {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	base := "file:" + (&url.URL{Path: path}).EscapedPath()
 	common := "_busy_timeout=10000&_foreign_keys=1&_synchronous=FULL"
 	w, err := sql.Open("sqlite", base+"?_txlock=immediate&_journal_mode=WAL&"+common)
