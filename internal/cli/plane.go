@@ -29,12 +29,12 @@ func newPlaneCmd(a *app) *cobra.Command {
 
 type planeServeFlags struct {
 	data, listen, storeKind, keyFile, logLevel string
-	leaseTTL, heartbeat, contractTTL          time.Duration
-	consentTimeout, maxClaimWait, retention   time.Duration
-	maxBody, maxBlob                          int64
-	rateLimit                                 float64
-	rateBurst                                 int
-	shutdownGrace                             time.Duration
+	leaseTTL, heartbeat, contractTTL           time.Duration
+	consentTimeout, maxClaimWait, retention    time.Duration
+	maxBody, maxBlob                           int64
+	rateLimit                                  float64
+	rateBurst                                  int
+	shutdownGrace                              time.Duration
 }
 
 func (a *app) planeServeCmd() *cobra.Command {
