@@ -275,6 +275,9 @@ func (p *Plane) decode(w http.ResponseWriter, r *http.Request, dst any, optional
 func jsonErrorText(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
+		if te.Field == "" {
+			return "expected a JSON object, got JSON " + te.Value
+		}
 		return fmt.Sprintf("field %q: expected %s, got JSON %s", te.Field, te.Type, te.Value)
 	}
 	return err.Error()

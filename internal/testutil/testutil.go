@@ -52,8 +52,9 @@ func (c *FakeClock) Advance(d time.Duration) {
 }
 
 type options struct {
-	clock  *FakeClock
-	config []func(*plane.Config)
+	clock     *FakeClock
+	config    []func(*plane.Config)
+	transport http.RoundTripper
 }
 
 // Option configures StartPlane.
@@ -67,6 +68,10 @@ func WithClock(c *FakeClock) Option { return func(o *options) { o.clock = c } }
 func WithLeases(ttl, heartbeat time.Duration) Option {
 	return WithConfig(func(c *plane.Config) { c.LeaseTTL, c.HeartbeatInterval = ttl, heartbeat })
 }
+
+// WithTransport makes every client of the TestPlane (admin, principals,
+// runners, claims) send its requests through rt.
+func WithTransport(rt http.RoundTripper) Option { return func(o *options) { o.transport = rt } }
 
 // WithConfig edits the plane's configuration before it starts.
 func WithConfig(f func(*plane.Config)) Option {
@@ -87,6 +92,7 @@ type TestPlane struct {
 
 	t         testing.TB
 	transport *http.Transport
+	rt        http.RoundTripper // WithTransport, else transport
 }
 
 // StartPlane starts a plane for the test and stops it at cleanup.
@@ -131,7 +137,7 @@ func StartPlane(t testing.TB, opts ...Option) *TestPlane {
 	p.Start()
 	srv := httptest.NewServer(p.Handler())
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	tp := &TestPlane{URL: srv.URL, Plane: p, Store: st, Blobs: blobs, DataDir: dir, Clock: o.clock, Key: key, t: t, transport: tr}
+	tp := &TestPlane{URL: srv.URL, Plane: p, Store: st, Blobs: blobs, DataDir: dir, Clock: o.clock, Key: key, t: t, transport: tr, rt: o.transport}
 	t.Cleanup(func() {
 		p.Drain()
 		tr.CloseIdleConnections()
@@ -150,7 +156,11 @@ func StartPlane(t testing.TB, opts ...Option) *TestPlane {
 
 // Client returns a client of the plane with token ("" for none).
 func (tp *TestPlane) Client(token string) *client.Client {
-	c, err := client.New(tp.URL, client.WithToken(token), client.WithHTTPClient(&http.Client{Transport: tp.transport}))
+	var rt http.RoundTripper = tp.transport
+	if tp.rt != nil {
+		rt = tp.rt
+	}
+	c, err := client.New(tp.URL, client.WithToken(token), client.WithHTTPClient(&http.Client{Transport: rt}))
 	if err != nil {
 		tp.t.Fatal(err)
 	}
