@@ -181,4 +181,3 @@ func TestSecretValueNeverLeaks(t *testing.T) {
 	}
 	t.Logf("scanned %d places", len(places))
 }
-
