@@ -327,6 +327,14 @@ func diffPath(line string) string {
 	return rest
 }
 
+// plural renders "1 file", "2 files".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
 func describeExecution(e protocol.ExecutionSpec) string {
 	switch e.Kind {
 	case protocol.ExecShell:
@@ -383,12 +391,12 @@ func (a *app) printReceipt(v receiptView) {
 	section("WHAT MOVED")
 	in := fmt.Sprintf("snapshot %s of %s", short(m.SnapshotHash), short(m.BaseRef))
 	if m.FilesIn >= 0 {
-		in = fmt.Sprintf("%d files, ", m.FilesIn) + in
+		in = plural(m.FilesIn, "file") + ", " + in
 	}
 	in += fmt.Sprintf(", %d untracked allowlisted", len(m.UntrackedIn))
 	kv("in", in)
 	if len(m.DeniedPaths) > 0 {
-		kv("withheld", fmt.Sprintf("%d paths matched deny patterns: %s", len(m.DeniedPaths), oneLine(strings.Join(m.DeniedPaths, ", "), 100)))
+		kv("withheld", fmt.Sprintf("%s matched deny patterns: %s", plural(len(m.DeniedPaths), "path"), oneLine(strings.Join(m.DeniedPaths, ", "), 100)))
 	} else {
 		kv("withheld", fmt.Sprintf("nothing matched the %d deny patterns", len(m.DeniedPatterns)))
 	}
@@ -399,7 +407,7 @@ func (a *app) printReceipt(v receiptView) {
 			added += f.Added
 			removed += f.Removed
 		}
-		kv("out", fmt.Sprintf("%d files changed, %s %s   diff %s", len(m.FilesOut), st.green(fmt.Sprintf("+%d", added)), st.red(fmt.Sprintf("-%d", removed)), short(m.DiffHash)))
+		kv("out", fmt.Sprintf("%s changed, %s %s   diff %s", plural(len(m.FilesOut), "file"), st.green(fmt.Sprintf("+%d", added)), st.red(fmt.Sprintf("-%d", removed)), short(m.DiffHash)))
 		for i, f := range m.FilesOut {
 			if i == 8 {
 				kv("", fmt.Sprintf("… and %d more", len(m.FilesOut)-8))
