@@ -234,17 +234,22 @@ func TestCaptureMaterializeRoundTrip(t *testing.T) {
 func TestSecondCaptureUploadsOnlyChanges(t *testing.T) {
 	defer workspace.SetRacyWindow(0)()
 	repo := newRepo(t)
-	for i := range 300 {
+	const files = 1200
+	for i := range files {
 		write(t, repo, filepathN("src", i), contentN(i, 0))
 	}
 	commitAll(t, repo, "init")
 	store := &workspacetest.MemStore{}
 	c1, st1 := captureUpload(t, workspace.CaptureOptions{Dir: repo}, store)
-	if st1.Uploaded != 301 || c1.Stats.Hashed != 300 {
-		t.Fatalf("first capture: uploaded %d blobs, hashed %d files; want 301 and 300", st1.Uploaded, c1.Stats.Hashed)
+	if st1.Uploaded != files+1 || c1.Stats.Hashed != files {
+		t.Fatalf("first capture: uploaded %d blobs, hashed %d files; want %d and %d", st1.Uploaded, c1.Stats.Hashed, files+1, files)
+	}
+	// Put receives batches, never one blob at a time.
+	if c := store.Counts(); c.PutCalls != 2 || c.LargestPut != workspace.MaxPutBlobs {
+		t.Errorf("first upload: %d Put calls, largest %d blobs; want 2 calls of at most %d", c.PutCalls, c.LargestPut, workspace.MaxPutBlobs)
 	}
 	for i := range 10 {
-		write(t, repo, filepathN("src", i*29), contentN(i*29, 1))
+		write(t, repo, filepathN("src", i*97), contentN(i*97, 1))
 	}
 	store.ResetCounts()
 	c2, st2 := captureUpload(t, workspace.CaptureOptions{Dir: repo}, store)

@@ -81,7 +81,7 @@ func Collect(ctx context.Context, w *Materialized) (*Output, error) {
 func collect(ctx context.Context, g *gitRunner, w *Materialized, scratch string) (*Output, error) {
 	index := filepath.Join(scratch, "index")
 	if w.StateDir != "" {
-		if err := copyFile(filepath.Join(w.StateDir, "index"), index); err != nil {
+		if err := copyIndex(filepath.Join(w.StateDir, "index"), index); err != nil {
 			return nil, fmt.Errorf("base index: %w", err)
 		}
 	} else if _, err := g.run(ctx, nil, "read-tree", w.BaseTree); err != nil {
@@ -298,18 +298,27 @@ func saveState(dir, stateDir string, m *Materialized) error {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return err
 	}
-	if err := copyFile(filepath.Join(dir, ".git", "index"), filepath.Join(stateDir, "index")); err != nil {
+	if err := copyIndex(filepath.Join(dir, ".git", "index"), filepath.Join(stateDir, "index")); err != nil {
 		return fmt.Errorf("save base index: %w", err)
 	}
 	return os.WriteFile(filepath.Join(stateDir, "base"), []byte(m.BaseCommit+" "+m.BaseTree+"\n"), 0o600)
 }
 
-func copyFile(from, to string) error {
+// copyIndex copies a git index file and gives the copy the original's
+// modification time. Git compares each entry's mtime with the index
+// file's own to spot "racily clean" entries (a file changed in the same
+// timestamp tick as the index was written, keeping its size); a copy with
+// a fresh mtime would make git trust those entries and miss the change.
+func copyIndex(from, to string) error {
 	in, err := os.Open(from)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
 	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -318,7 +327,10 @@ func copyFile(from, to string) error {
 		out.Close()
 		return err
 	}
-	return out.Close()
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Chtimes(to, fi.ModTime(), fi.ModTime())
 }
 
 func newSHA256() hash.Hash { return sha256.New() }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"warrant.dev/warrant/internal/workspace"
 	"warrant.dev/warrant/internal/workspace/workspacetest"
@@ -154,5 +155,33 @@ func TestCollectIgnoresSessionGitConfig(t *testing.T) {
 	}
 	if len(out.Changed) != 2 { // .gitattributes added, main.go modified
 		t.Errorf("Changed = %+v", out.Changed)
+	}
+}
+
+// A same-size edit made in the same second as the materialization (git
+// may compare whole seconds) is still collected: the base index keeps its
+// timestamp, so git treats such entries as racily clean and compares
+// content. A fresh timestamp on a copied index would hide the edit.
+func TestCollectSeesSameSizeEditInTheSameSecond(t *testing.T) {
+	store := &workspacetest.MemStore{}
+	m := rawManifest(store, rawEntry{protocol.ModeFile, "f.txt", "version 1\n"})
+	w := materialize(t, m, store)
+	p := filepath.Join(w.Dir, "f.txt")
+	before, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("version 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(p, before.ModTime(), before.ModTime()) // same mtime, same size
+	// Collect in a later second than the materialization.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 20*time.Millisecond)))
+	out, err := workspace.Collect(context.Background(), w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Changed) != 1 || out.Changed[0].ContentHash != protocol.HashBytes([]byte("version 2\n")) {
+		t.Errorf("Changed = %+v, want f.txt with its new content", out.Changed)
 	}
 }

@@ -196,3 +196,30 @@ func TestMaterializeKeepsSafeSymlinks(t *testing.T) {
 		t.Errorf("a/b/via resolves to %q, %v", b, err)
 	}
 }
+
+// The runner refuses a manifest that contradicts its snapshot: a path it
+// lists as denied is present, or an untracked file it lists is missing or
+// different.
+func TestMaterializeRefusesInconsistentManifests(t *testing.T) {
+	for name, edit := range map[string]func(m *protocol.Manifest){
+		"denied path present": func(m *protocol.Manifest) { m.DeniedPaths = []string{"src/app.go"} },
+		"untracked missing": func(m *protocol.Manifest) {
+			m.UntrackedFiles = []protocol.ManifestFile{{Path: "notes.txt", Hash: protocol.HashBytes([]byte("x")), Bytes: 1}}
+		},
+		"untracked differs": func(m *protocol.Manifest) {
+			m.UntrackedFiles = []protocol.ManifestFile{{Path: "src/app.go", Hash: protocol.HashBytes([]byte("x")), Bytes: 1}}
+		},
+		"deny pattern matches": func(m *protocol.Manifest) { m.DeniedPatterns = append(m.DeniedPatterns, "src/") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			store := &workspacetest.MemStore{}
+			m := rawManifest(store, rawEntry{protocol.ModeFile, "src/app.go", "package app\n"})
+			edit(m)
+			_, err := workspace.Materialize(context.Background(), workspace.MaterializeOptions{
+				Dir: filepath.Join(t.TempDir(), "ws"), Manifest: m, Source: store})
+			if !errors.Is(err, workspace.ErrInconsistent) {
+				t.Errorf("error %v, want ErrInconsistent", err)
+			}
+		})
+	}
+}

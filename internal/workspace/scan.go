@@ -194,14 +194,41 @@ func (s *scanner) scan(c *candidate) error {
 		return s.missing(c, err)
 	}
 	var st unix.Stat_t
-	if err := fstatat(dirfd, base, &st); err != nil {
+	if c.cached {
+		// Warm path: one fstatat, and nothing more if the file is unchanged.
+		if err := fstatat(dirfd, base, &st); err != nil {
+			return s.missing(c, err)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && statKeyOf(&st) == c.key {
+			c.state, c.mode = statePresent, regularMode(st.Mode)
+			return nil
+		}
+	}
+	// Cold path: open without following a symlink and without blocking on
+	// a FIFO, then fstat the descriptor (no second path lookup).
+	fd, err := openat(dirfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC)
+	if err != nil {
+		switch {
+		case errors.Is(err, unix.ELOOP):
+			if err := fstatat(dirfd, base, &st); err != nil {
+				return s.missing(c, err)
+			}
+			if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+				return fmt.Errorf("%s: changed while being captured", c.path)
+			}
+			return s.readSymlink(c, dirfd, base, statKeyOf(&st))
+		case errors.Is(err, unix.ENXIO), errors.Is(err, unix.EOPNOTSUPP):
+			c.state = stateSpecial // a socket
+			return nil
+		}
 		return s.missing(c, err)
 	}
-	key := statKeyOf(&st)
+	defer unix.Close(fd)
+	if err := fstatFD(fd, &st); err != nil {
+		return fmt.Errorf("%s: %w", c.path, err)
+	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-	case unix.S_IFLNK:
-		return s.readSymlink(c, dirfd, base, key)
 	case unix.S_IFDIR:
 		c.state = stateMissing
 		return nil
@@ -209,24 +236,16 @@ func (s *scanner) scan(c *candidate) error {
 		c.state = stateSpecial
 		return nil
 	}
-	c.mode = modeFile
-	if st.Mode&0o100 != 0 {
-		c.mode = modeExec
-	}
-	if c.cached && key == c.key {
-		c.state = statePresent
-		return nil
-	}
-	fd, err := openat(dirfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC)
-	if err != nil {
-		if errors.Is(err, unix.ELOOP) {
-			return fmt.Errorf("%s: changed while being captured", c.path)
-		}
-		return s.missing(c, err)
-	}
-	defer unix.Close(fd)
-	c.key, c.state, c.hashed = key, statePresent, true
+	key := statKeyOf(&st)
+	c.key, c.mode, c.state, c.hashed = key, regularMode(st.Mode), statePresent, true
 	return s.readFile(c, fd, key.size)
+}
+
+func regularMode(m uint32) fileMode {
+	if m&0o100 != 0 {
+		return modeExec
+	}
+	return modeFile
 }
 
 func (s *scanner) missing(c *candidate, err error) error {
@@ -337,6 +356,15 @@ func openat(dirfd int, name string, flags int) (int, error) {
 func fstatat(dirfd int, name string, st *unix.Stat_t) error {
 	for {
 		err := unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func fstatFD(fd int, st *unix.Stat_t) error {
+	for {
+		err := unix.Fstat(fd, st)
 		if err != unix.EINTR {
 			return err
 		}

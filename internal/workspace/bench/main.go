@@ -52,8 +52,10 @@ func main() {
 		known   = flag.String("known", "", "internal: file of hashes the sink already holds")
 		changed = flag.Int("changed", 10, "files changed before each warm run")
 		profile = flag.String("cpuprofile", "", "write a CPU profile of each child's measured part to this file prefix")
+		commit  = flag.Bool("warm-commit", false, "commit the changed files after each warm run (so the next one also sees a new index)")
 	)
 	flag.Parse()
+	warmCommit = *commit
 	profilePrefix = *profile
 	if *child != "" {
 		if err := runChild(*child, *repo, *known, *sink); err != nil {
@@ -68,7 +70,10 @@ func main() {
 	}
 }
 
-var profilePrefix string
+var (
+	profilePrefix string
+	warmCommit    bool
+)
 
 // report is what a child prints.
 type report struct {
@@ -113,7 +118,7 @@ func runParent(files int, packed bool, runs int, repo, sink string, changed int)
 	}
 	var cold, warm []report
 	for i := range runs {
-		os.Remove(filepath.Join(repo, ".git", "warrant", "hashcache"))
+		os.RemoveAll(filepath.Join(repo, ".git", "warrant")) // no hash or listing cache
 		r, err := child(self, "cold", repo, knownFile, sink, i == runs-1)
 		if err != nil {
 			return err
@@ -122,7 +127,8 @@ func runParent(files int, packed bool, runs int, repo, sink string, changed int)
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	for i := range runs {
-		if err := changeFiles(repo, files, changed, rng, i); err != nil {
+		restore, err := changeFiles(repo, files, changed, rng, i)
+		if err != nil {
 			return err
 		}
 		r, err := child(self, "warm", repo, knownFile, sink, true)
@@ -130,9 +136,15 @@ func runParent(files int, packed bool, runs int, repo, sink string, changed int)
 			return err
 		}
 		warm = append(warm, r)
-		// Commit (untimed) so that each warm run sees exactly the files
-		// changed since the previous capture as uncommitted work.
-		if err := gitIn(repo, nil, "commit", "-q", "-a", "-m", "bench change"); err != nil {
+		// Untimed: so that each warm run sees exactly -changed files
+		// changed since the previous capture, either commit them (the
+		// index changes) or put their content back (the index does not).
+		if warmCommit {
+			err = gitIn(repo, nil, "commit", "-q", "-a", "-m", "bench change")
+		} else {
+			err = restore()
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -140,7 +152,12 @@ func runParent(files int, packed bool, runs int, repo, sink string, changed int)
 	if packed {
 		kind = "packed"
 	}
-	fmt.Printf("workspace capture+upload, %d files (%s), sink %s, %d runs each, GOMAXPROCS=%d\n", files, kind, sink, runs, runtime.GOMAXPROCS(0))
+	warmKind := "edits only, index unchanged"
+	if warmCommit {
+		warmKind = "previous changes committed, new index"
+	}
+	fmt.Printf("workspace capture+upload, %d files (%s), sink %s, %d runs each, warm after %d changed files (%s), GOMAXPROCS=%d\n",
+		files, kind, sink, runs, changed, warmKind, runtime.GOMAXPROCS(0))
 	summarize("cold", cold)
 	summarize("warm", warm)
 	return nil
@@ -212,7 +229,6 @@ func runChild(mode, repo, knownFile, sinkKind string) error {
 		}
 		defer f.Close()
 		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
 	}
 	start := time.Now()
 	c, err := workspace.Capture(ctx, workspace.CaptureOptions{Dir: repo, Logger: log})
@@ -225,6 +241,9 @@ func runChild(mode, repo, knownFile, sinkKind string) error {
 		return err
 	}
 	end := time.Now()
+	if profilePrefix != "" {
+		pprof.StopCPUProfile()
+	}
 	r := report{
 		Mode: mode, Files: c.Stats.Files, Hashed: c.Stats.Hashed, Blobs: st.Blobs, Uploaded: st.Uploaded, PutCalls: st.PutCalls,
 		CaptureMS: ms(captured.Sub(start)), UploadMS: ms(end.Sub(captured)), TotalMS: ms(end.Sub(start)),
@@ -425,14 +444,28 @@ func benchContent(rng *rand.Rand, i, gen int) []byte {
 	return b.Bytes()
 }
 
-// changeFiles rewrites n files with new content.
-func changeFiles(repo string, files, n int, rng *rand.Rand, gen int) error {
+// changeFiles rewrites n files with new content and returns a function
+// that puts the old content back.
+func changeFiles(repo string, files, n int, rng *rand.Rand, gen int) (restore func() error, err error) {
+	old := map[string][]byte{}
 	for k := range n {
-		i := rng.IntN(files)
-		content := append(benchContent(rng, i, gen*1000+k+1), fmt.Sprintf("changed at %d\n", time.Now().UnixNano())...)
-		if err := os.WriteFile(filepath.Join(repo, benchPath(i)), content, 0o644); err != nil {
-			return err
+		p := filepath.Join(repo, benchPath(rng.IntN(files)))
+		if _, seen := old[p]; !seen {
+			if old[p], err = os.ReadFile(p); err != nil {
+				return nil, err
+			}
+		}
+		content := append(benchContent(rng, k, gen*1000+k+1), fmt.Sprintf("changed at %d\n", time.Now().UnixNano())...)
+		if err := os.WriteFile(p, content, 0o644); err != nil {
+			return nil, err
 		}
 	}
-	return nil
+	return func() error {
+		for p, b := range old {
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil
 }

@@ -92,15 +92,20 @@ func (s *MemStore) Put(ctx context.Context, blobs []workspace.Blob) error {
 		if err != nil {
 			return err
 		}
-		buf := bytes.NewBuffer(make([]byte, 0, b.Size+1))
-		_, err = buf.ReadFrom(rc)
-		rc.Close()
-		data := buf.Bytes()
-		if err != nil {
-			return err
+		data := make([]byte, b.Size)
+		_, err = io.ReadFull(rc, data)
+		if err == nil {
+			// The blob must end where its declared size says.
+			var one [1]byte
+			if n, _ := rc.Read(one[:]); n > 0 {
+				err = fmt.Errorf("blob %s: longer than its declared %d bytes", b.Hash, b.Size)
+			} else if _, rerr := io.Copy(io.Discard, rc); rerr != nil {
+				err = rerr
+			}
 		}
-		if int64(len(data)) != b.Size {
-			return fmt.Errorf("blob %s: %d bytes, declared %d", b.Hash, len(data), b.Size)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("blob %s: %w", b.Hash, err)
 		}
 		if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != b.Hash {
 			return fmt.Errorf("blob %s: content does not match its hash", b.Hash)
