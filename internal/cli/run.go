@@ -134,7 +134,11 @@ func (a *app) runRun(f runFlags, task string) error {
 			return explain(fmt.Errorf("upload workspace: %w", err), cfg)
 		}
 		if !a.json {
-			fmt.Fprintf(a.stdio.Err, "uploaded %d of %d blobs (%s); the plane had the rest\n", stats.Uploaded, stats.Blobs, humanBytes(stats.UploadedBytes))
+			fmt.Fprintf(a.stdio.Err, "uploaded %d of %d blobs (%s)", stats.Uploaded, stats.Blobs, humanBytes(stats.UploadedBytes))
+			if stats.Uploaded < stats.Blobs {
+				fmt.Fprint(a.stdio.Err, "; the plane had the rest")
+			}
+			fmt.Fprintln(a.stdio.Err)
 		}
 	}
 	resp, err := c.SubmitRun(a.ctx, req)
