@@ -34,9 +34,15 @@ func TestMain(m *testing.M) {
 		}
 	}
 	code := m.Run()
+	for _, f := range cleanups {
+		f()
+	}
 	os.RemoveAll(home)
 	os.Exit(code)
 }
+
+// cleanups run after all tests and benchmarks (for shared fixtures).
+var cleanups []func()
 
 // git runs a git command for the test itself (setting up repositories and
 // checking them), failing the test on error.
