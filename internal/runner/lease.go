@@ -57,13 +57,14 @@ func newLeaseKeeper(api *client.Client, runID string, lease client.Lease, start 
 func (k *leaseKeeper) applyLease(l client.Lease, sent time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.interval = time.Duration(l.HeartbeatSeconds) * time.Second
-	if k.interval <= 0 {
-		k.interval = defaultHeartbeat
-	}
 	k.ttl = time.Duration(l.TTLSeconds) * time.Second
 	if k.ttl <= 0 {
 		k.ttl = defaultLeaseTTL
+	}
+	k.interval = time.Duration(l.HeartbeatSeconds) * time.Second
+	if k.interval <= 0 || k.interval >= k.ttl {
+		// A sub-second interval rounds to 0 on the wire.
+		k.interval = min(defaultHeartbeat, k.ttl/3)
 	}
 	k.deadline = sent.Add(k.ttl)
 }
@@ -96,7 +97,7 @@ func (k *leaseKeeper) run(ctx context.Context) {
 		// Hold the heartbeat open for about one interval, but never past
 		// the point where the lease would need renewing anyway. After a
 		// cancel the plane answers at once, so wait between beats instead.
-		wait := client.Jitter(interval)
+		wait := min(client.Jitter(interval), time.Until(deadline)/2)
 		req := client.HeartbeatRequest{Phase: phase}
 		if !cancelled {
 			req.WaitSeconds = max(int(wait/time.Second), 1)
