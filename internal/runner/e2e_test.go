@@ -12,8 +12,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"warrant.dev/warrant/client"
+	"warrant.dev/warrant/internal/plane"
 	"warrant.dev/warrant/internal/runner"
 	"warrant.dev/warrant/internal/testutil"
 	"warrant.dev/warrant/protocol"
@@ -220,5 +222,192 @@ func TestRunnerIdentitySurvivesRestart(t *testing.T) {
 	runners, err := tp.Admin.ListRunners(context.Background())
 	if err != nil || len(runners) != 1 || runners[0].KeyID != id1.KeyID || !slices.Equal(runners[0].Tiers, []string{"process"}) {
 		t.Fatalf("runners %+v %v", runners, err)
+	}
+}
+
+// allowSecret stores a secret and makes it releasable to pool default.
+func allowSecret(t *testing.T, tp *testutil.TestPlane, name, value string) {
+	t.Helper()
+	ctx := context.Background()
+	// A fresh value: a decoded policy re-encodes as received, edits lost.
+	pol := plane.DefaultPolicy()
+	pol.Secrets.Releasable = append(pol.Secrets.Releasable, protocol.SecretScopeRule{Name: name, Pools: []string{"default"}})
+	if _, err := tp.Admin.PutPolicy(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.Admin.PutSecret(ctx, name, value); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// secretLeakScript prints the secret, base64-encodes it, splits it across
+// two writes, and writes it into a file and into a file name.
+const secretLeakScript = `echo "token is $MOCK_SECRET"
+printf '%s' "$MOCK_SECRET" | base64
+printf 'split:%s' "$(printf '%s' "$MOCK_SECRET" | cut -c1-6)"; sleep 0.1; printf '%s\n' "$(printf '%s' "$MOCK_SECRET" | cut -c7-)"
+echo "key=$MOCK_SECRET" > leaked.txt
+echo hi > "name-$MOCK_SECRET.txt"`
+
+func TestSecretIsInjectedAndNeverLeaks(t *testing.T) {
+	const secret = "wsec7f3a9c1d2e5b"
+	tp := testutil.StartPlane(t)
+	allowSecret(t, tp, "MOCK_SECRET", secret)
+	tr := startRunner(t, tp)
+
+	// 1. The mock agent sees it (and says only "present").
+	mock := mockRun("note the secret")
+	mock.Secrets = []string{"MOCK_SECRET"}
+	mockID := submit(t, tp.Admin, mock)
+	// 2. A command that tries every way to leak it through the outputs.
+	leak := commandRun(secretLeakScript)
+	leak.Secrets = []string{"MOCK_SECRET"}
+	leakID := submit(t, tp.Admin, leak)
+	// 3. An agent that puts it into the host name it asks the proxy for.
+	probe := client.RunRequest{Agent: protocol.AgentSpec{Kind: protocol.AgentMock}, Prompt: "network", Secrets: []string{"MOCK_SECRET"},
+		Execution: &protocol.ExecutionSpec{Kind: protocol.ExecArgv, Command: warrantBin, Args: []string{"agent", "mock", "network"},
+			Env: &protocol.ExecutionEnv{Secrets: []protocol.EnvSecret{{Env: "MOCK_PROBE_HOST", SecretName: "MOCK_SECRET"}}}}}
+	probeID := submit(t, tp.Admin, probe)
+
+	var scanned [][]byte
+	for _, id := range []string{mockID, leakID, probeID} {
+		run := waitEnded(t, tp.Admin, id)
+		if run.State != protocol.StateCompleted {
+			t.Fatalf("run %s: %s %+v", id, run.State, run.Failure)
+		}
+		b, raw := verifiedBundle(t, tp, id)
+		if want := []protocol.SecretRelease{{Name: "MOCK_SECRET", Scope: "pool:default", TS: b.Receipt.SecretsReleased[0].TS}}; !slices.Equal(b.Receipt.SecretsReleased, want) {
+			t.Fatalf("secretsReleased %+v", b.Receipt.SecretsReleased)
+		}
+		scanned = append(scanned, raw)
+		for _, h := range b.Receipt.WorkspaceOut.ArtifactHashes {
+			scanned = append(scanned, blob(t, tp, h))
+		}
+		evs, err := tp.Admin.Events(context.Background(), id, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs.Events {
+			data, _ := e.MarshalJSON()
+			scanned = append(scanned, data)
+		}
+	}
+
+	mb, _ := verifiedBundle(t, tp, mockID)
+	if diff := string(artifact(t, tp, mb.Events, "diff")); !strings.Contains(diff, "+secret:present") {
+		t.Fatalf("the mock agent did not see the secret: %q", diff)
+	}
+	lb, _ := verifiedBundle(t, tp, leakID)
+	log := string(artifact(t, tp, lb.Events, "log"))
+	if strings.Count(log, "[REDACTED:MOCK_SECRET]") < 3 {
+		t.Fatalf("log not redacted as expected: %q", log)
+	}
+	diff := string(artifact(t, tp, lb.Events, "diff"))
+	if !strings.Contains(diff, "key=[REDACTED:MOCK_SECRET]") || !strings.Contains(diff, "name-[REDACTED:MOCK_SECRET].txt") {
+		t.Fatalf("diff not redacted: %q", diff)
+	}
+	paths := payloads[protocol.FileChanged](t, lb.Events)
+	if len(paths) != 2 || paths[1].Path != "name-[REDACTED:MOCK_SECRET].txt" {
+		t.Fatalf("file.changed %+v", paths)
+	}
+	pb, _ := verifiedBundle(t, tp, probeID)
+	if want := []protocol.NetworkAccess{{Host: "[REDACTED:MOCK_SECRET]", Decision: "blocked"}}; !slices.Equal(pb.Receipt.NetworkAccessed, want) {
+		t.Fatalf("networkAccessed %+v", pb.Receipt.NetworkAccessed)
+	}
+
+	// Everything the plane stores (database and blob files), everything
+	// fetched above and the runner's own log: no trace of the value, raw
+	// or base64.
+	forms := []string{secret, "d3NlYzdmM2E5YzFkMmU1Yg"}
+	_ = filepath.Walk(tp.DataDir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			data, _ := os.ReadFile(p)
+			scanned = append(scanned, data)
+		}
+		return nil
+	})
+	scanned = append(scanned, []byte(tr.Log.String()))
+	for i, data := range scanned {
+		for _, f := range forms {
+			if strings.Contains(string(data), f) {
+				t.Fatalf("the secret (%q) appears in scanned item %d: %.300q", f, i, data)
+			}
+		}
+	}
+}
+
+// treeRun is a shell run whose process tree has two grandchildren that
+// ignore SIGTERM; every pid goes to the file $PIDS, then body runs.
+func treeRun(pids, body string, edit func(*protocol.ExecutionSpec)) client.RunRequest {
+	script := `sh -c 'trap "" TERM; echo $$ >> "$PIDS"; while :; do sleep 1; done' &
+sh -c 'trap "" TERM; echo $$ >> "$PIDS"; exec sleep 1000' &
+echo $$ >> "$PIDS"
+while [ "$(wc -l < "$PIDS")" -lt 3 ]; do sleep 0.01; done
+` + body
+	spec := &protocol.ExecutionSpec{Kind: protocol.ExecShell, Script: script, Env: &protocol.ExecutionEnv{Vars: map[string]string{"PIDS": pids}}}
+	if edit != nil {
+		edit(spec)
+	}
+	return client.RunRequest{Agent: protocol.AgentSpec{Kind: protocol.AgentCommand}, Prompt: script, Execution: spec}
+}
+
+func TestTimeoutLogCapAndCancelKillTheProcessTree(t *testing.T) {
+	tp := testutil.StartPlane(t)
+	startRunner(t, tp, withOptions(func(o *runner.Options) { o.Concurrency = 3 }))
+	dir := t.TempDir()
+
+	timeoutPids := filepath.Join(dir, "timeout")
+	timeoutID := submit(t, tp.Admin, treeRun(timeoutPids, "trap '' TERM; wait", func(s *protocol.ExecutionSpec) {
+		ms := int64(1500)
+		s.TimeoutMs = &ms
+	}))
+	capPids := filepath.Join(dir, "cap")
+	capID := submit(t, tp.Admin, treeRun(capPids, "while :; do echo 0123456789; done", func(s *protocol.ExecutionSpec) {
+		max := int64(2000)
+		s.Log = &protocol.ExecutionLog{Stdout: "capture", Stderr: "merge", MaxBytes: &max}
+	}))
+	cancelPids := filepath.Join(dir, "cancel")
+	cancelID := submit(t, tp.Admin, treeRun(cancelPids, "wait", nil))
+
+	pidsOf := map[string][]int{}
+	for id, file := range map[string]string{timeoutID: timeoutPids, capID: capPids, cancelID: cancelPids} {
+		pidsOf[id] = readPids(t, file, 3, 30*time.Second)
+	}
+	if _, err := tp.Admin.Cancel(context.Background(), cancelID, "changed my mind"); err != nil {
+		t.Fatal(err)
+	}
+
+	run := waitEnded(t, tp.Admin, timeoutID)
+	if run.State != protocol.StateFailed || run.Failure.Class != protocol.FailureBudgetExceeded || !strings.Contains(run.Failure.Message, "time limit of 1.5s") {
+		t.Fatalf("timeout run %s %+v", run.State, run.Failure)
+	}
+	run = waitEnded(t, tp.Admin, capID)
+	if run.State != protocol.StateFailed || run.Failure.Class != protocol.FailureBudgetExceeded || !strings.Contains(run.Failure.Message, "limit of 2000 bytes") {
+		t.Fatalf("log cap run %s %+v", run.State, run.Failure)
+	}
+	run = waitEnded(t, tp.Admin, cancelID)
+	if run.State != protocol.StateCancelled {
+		t.Fatalf("cancelled run %s %+v", run.State, run.Failure)
+	}
+	for id, pids := range pidsOf {
+		assertDead(t, pids)
+		b, _ := verifiedBundle(t, tp, id)
+		exec := payloads[protocol.CommandExecuted](t, b.Events)
+		if len(exec) != 1 || exec[0].ExitCode < 128 {
+			t.Errorf("run %s command.executed %+v, want death by signal", id, exec)
+		}
+	}
+	b, _ := verifiedBundle(t, tp, cancelID)
+	who, err := tp.Admin.WhoAmI(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := payloads[protocol.RunCancelled](t, b.Events); len(c) != 1 || c[0].Actor.ID != who.Principal.Name || b.Receipt.Status != "cancelled" {
+		t.Fatalf("run.cancelled %+v receipt %s", c, b.Receipt.Status)
+	}
+	cb, _ := verifiedBundle(t, tp, capID)
+	log := string(artifact(t, tp, cb.Events, "log"))
+	head, _, ok := strings.Cut(log, "\n[warrant: session log exceeded its limit of 2000 bytes")
+	if !ok || len(head) != 2000 {
+		t.Fatalf("capped log: %d bytes before the marker (found %v)", len(head), ok)
 	}
 }
