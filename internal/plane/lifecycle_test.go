@@ -179,7 +179,8 @@ func TestCancelRunning(t *testing.T) {
 // TestConcurrentClaims: 8 runners long-poll for 200 runs at once; each run
 // is claimed exactly once.
 func TestConcurrentClaims(t *testing.T) {
-	tp := testutil.StartPlane(t)
+	// Leases outlast the test, even under the race detector.
+	tp := testutil.StartPlane(t, testutil.WithLeases(10*time.Minute, time.Minute))
 	req, _ := tp.NewPrincipal(client.RoleRequester)
 	base := basicRequest(t, req)
 	const runs, runners = 200, 8

@@ -1,0 +1,95 @@
+package plane_test
+
+import (
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"warrant.dev/warrant/client"
+	"warrant.dev/warrant/internal/plane"
+	"warrant.dev/warrant/internal/testutil"
+	"warrant.dev/warrant/protocol"
+)
+
+// quiet drops the plane's logs: a benchmark prints every b.Log line.
+var quiet = testutil.WithConfig(func(c *plane.Config) { c.Logger = slog.New(slog.DiscardHandler) })
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(p * float64(len(s)-1))
+	return s[i]
+}
+
+// BenchmarkClaimLatency measures, per run, the time from the start of its
+// submission to the claim arriving at a runner already waiting in a long
+// poll (submit + policy + contract signing + commit + wakeup + claim).
+// It reports p50 and p95.
+func BenchmarkClaimLatency(b *testing.B) {
+	tp := testutil.StartPlane(b, quiet, testutil.WithLeases(time.Hour, 10*time.Minute))
+	req, _ := tp.NewPrincipal(client.RoleRequester)
+	r := basicRequestB(b, req)
+	rn := tp.EnrollRunner("default")
+	claims := make(chan time.Time, 1)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := rn.Client.Claim(bg, client.ClaimRequest{Pool: "default", Tiers: []string{"process"}, WaitSeconds: 5})
+			if err != nil {
+				return
+			}
+			if c != nil {
+				claims <- time.Now()
+			}
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if _, err := req.SubmitRun(bg, r); err != nil {
+			b.Fatal(err)
+		}
+		got := <-claims
+		lat = append(lat, got.Sub(start))
+	}
+	b.StopTimer()
+	close(stop)
+	b.ReportMetric(float64(percentile(lat, 0.50).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(percentile(lat, 0.95).Microseconds())/1000, "p95-ms")
+}
+
+// BenchmarkSubmit measures run submissions (validation, blob check, policy,
+// contract signing, commit) from 8 concurrent clients.
+func BenchmarkSubmit(b *testing.B) {
+	tp := testutil.StartPlane(b, quiet)
+	req, _ := tp.NewPrincipal(client.RoleRequester)
+	r := basicRequestB(b, req)
+	b.SetParallelism(4) // 4 × GOMAXPROCS clients
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := req.SubmitRun(bg, r); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "runs/s")
+}
+
+func basicRequestB(b *testing.B, c *client.Client) client.RunRequest {
+	ws := testutil.UploadWorkspace(b, c, map[string]string{"README.md": "# hello\n", "src/app.go": "package app\n"})
+	return client.RunRequest{Agent: protocol.AgentSpec{Kind: protocol.AgentMock}, Prompt: "bench", Pool: "default", Workspace: ws}
+}
