@@ -94,7 +94,15 @@ emits a signed receipt on a hash-chained event log that anyone can verify
 offline.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Args:          noArgs,
+		// Arbitrary args reach RunE, which names an unknown command as a
+		// usage error (exit 2).
+		Args: cobra.ArbitraryArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError("unknown command %q\nRun 'warrant --help' for the commands.", args[0])
+			}
+			return c.Help()
+		},
 	}
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print machine-readable JSON on stdout")
 	a.global.register(root)
