@@ -294,7 +294,7 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 	diffDone := make(chan struct{})
 	go func() {
 		defer close(diffDone)
-		if len(dirty) == 0 {
+		if len(dirty.paths) == 0 {
 			return
 		}
 		base := head
@@ -638,38 +638,63 @@ func (c *Captured) dedupeBlobs() {
 	}
 }
 
-// dirtyPaths lists the captured tracked paths whose working state differs
-// from HEAD: staged changes, files whose content or mode differs from the
-// index, and tracked files deleted from the work tree. Denied paths never
-// appear.
-func (cp *capture) dirtyPaths(cands []candidate, staged []string, unborn bool, oidLen int) []string {
-	var dirty []string
+// dirtySet is what the dirty diff covers: the captured tracked paths
+// whose working state differs from HEAD (staged changes, files whose
+// content or mode differs from the index, tracked files deleted from the
+// work tree), never a denied path; and, for those still in the index,
+// their index entries as `git update-index -z --index-info` records.
+type dirtySet struct {
+	paths []string
+	info  []byte
+}
+
+func (cp *capture) dirtyPaths(cands []candidate, staged []string, unborn bool, oidLen int) dirtySet {
+	var d dirtySet
+	stagedSet := make(map[string]bool, len(staged))
 	var memo dirMemo
 	for _, p := range staged {
-		if _, hit := cp.deny.match(p, &memo); hit {
+		if _, hit := cp.deny.match(p, &memo); hit || !validPath(p) {
 			continue
 		}
-		if !validPath(p) {
-			continue
-		}
-		dirty = append(dirty, p)
+		stagedSet[p] = true
+		d.paths = append(d.paths, p)
 	}
+	var zero [32]byte
 	for i := range cands {
 		f := &cands[i]
 		if !f.tracked {
 			continue
 		}
-		switch {
-		case unborn:
-			dirty = append(dirty, f.path)
-		case f.state != statePresent:
-			dirty = append(dirty, f.path)
-		case f.mode != f.indexMode, !bytes.Equal(f.oid[:oidLen], f.indexOID[:oidLen]):
-			dirty = append(dirty, f.path)
+		changed := unborn || f.state != statePresent || f.mode != f.indexMode ||
+			!bytes.Equal(f.oid[:oidLen], f.indexOID[:oidLen])
+		if !changed && !stagedSet[f.path] {
+			continue
 		}
+		if changed {
+			d.paths = append(d.paths, f.path)
+		}
+		oid := f.indexOID[:oidLen]
+		if bytes.Equal(oid, zero[:oidLen]) { // unmerged: any id will do, git reads the file
+			oid = emptyBlob(oidLen)
+		}
+		mode := f.indexMode.String()
+		if mode == "" {
+			mode = protocol.ModeFile
+		}
+		d.info = fmt.Appendf(d.info, "%s %x\t%s\x00", mode, oid, f.path)
 	}
-	slices.Sort(dirty)
-	return slices.Compact(dirty)
+	slices.Sort(d.paths)
+	d.paths = slices.Compact(d.paths)
+	return d
+}
+
+func emptyBlob(oidLen int) []byte {
+	h := "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+	if oidLen != sha1.Size {
+		h = "473a0f4c3be8a93681a267e3b1e9a7dcda1185436fe141f7749120a303721813"
+	}
+	b, _ := hex.DecodeString(h)
+	return b
 }
 
 func emptyTree(oidLen int) string {
@@ -680,13 +705,27 @@ func emptyTree(oidLen int) string {
 }
 
 // dirtyDiff renders the binary diff between base and the work tree for
-// the given paths, in chunks so no command line grows too long. Chunks are
-// sorted ranges of paths, so their concatenation is the diff of the whole
-// set. It uses plumbing (diff-index), which applies no textconv, external
-// diff or diff.* display settings.
-func dirtyDiff(ctx context.Context, g *gitRunner, base string, paths []string) ([]byte, error) {
+// the dirty paths. It uses plumbing (diff-index), which applies no
+// textconv, external diff or diff.* display settings, against a temporary
+// index holding only the dirty entries: with the repository's full index,
+// git 2.39's diff-index with a pathspec can take seconds on a large tree,
+// and the temporary entries carry no stat data, so git compares the
+// files' content. Paths go in chunks so no command line grows too long;
+// chunks are sorted ranges, so their concatenation is the diff of the
+// whole set.
+func dirtyDiff(ctx context.Context, g *gitRunner, base string, d dirtySet) ([]byte, error) {
+	tmp, err := os.MkdirTemp("", "warrant-dirty-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	g = g.with("GIT_INDEX_FILE=" + filepath.Join(tmp, "index"))
+	if _, err := g.run(ctx, bytes.NewReader(d.info), "update-index", "-z", "--index-info"); err != nil {
+		return nil, err
+	}
 	var out bytes.Buffer
 	const maxArgBytes = 64 << 10
+	paths := d.paths
 	for len(paths) > 0 {
 		n, size := 0, 0
 		for n < len(paths) && (n == 0 || size+len(paths[n]) < maxArgBytes) && n < 2000 {

@@ -523,3 +523,29 @@ func TestCachesFollowIndexAndDenyChanges(t *testing.T) {
 		t.Errorf("with deny *.toml: snapshot %q, denied %q", paths(c3), c3.Manifest.DeniedPaths)
 	}
 }
+
+// A repository in the middle of a conflicted merge: the file is captured
+// as it is in the work tree (markers and all) and the dirty diff shows it.
+func TestCaptureDuringMergeConflict(t *testing.T) {
+	repo := newRepo(t)
+	write(t, repo, "f.txt", "base\n")
+	commitAll(t, repo, "base")
+	git(t, repo, "checkout", "-q", "-b", "other")
+	write(t, repo, "f.txt", "theirs\n")
+	commitAll(t, repo, "theirs")
+	git(t, repo, "checkout", "-q", "main")
+	write(t, repo, "f.txt", "ours\n")
+	commitAll(t, repo, "ours")
+	if _, err := gitErr(repo, "merge", "-q", "other"); err == nil {
+		t.Fatal("expected a merge conflict")
+	}
+	store := &workspacetest.MemStore{}
+	c, _ := captureUpload(t, workspace.CaptureOptions{Dir: repo}, store)
+	w := materialize(t, &c.Manifest, store)
+	if d := diffTrees(readTree(t, repo), readTree(t, w.Dir)); d != "" {
+		t.Error(d)
+	}
+	if !bytes.Contains(c.DirtyDiff, []byte("+<<<<<<< HEAD")) {
+		t.Errorf("dirty diff does not show the conflicted file:\n%s", c.DirtyDiff)
+	}
+}

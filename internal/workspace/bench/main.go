@@ -53,9 +53,11 @@ func main() {
 		changed = flag.Int("changed", 10, "files changed before each warm run")
 		profile = flag.String("cpuprofile", "", "write a CPU profile of each child's measured part to this file prefix")
 		commit  = flag.Bool("warm-commit", false, "commit the changed files after each warm run (so the next one also sees a new index)")
+		mat     = flag.Bool("materialize", false, "also time Materialize and Collect once")
 	)
 	flag.Parse()
 	warmCommit = *commit
+	materializeToo = *mat
 	profilePrefix = *profile
 	if *child != "" {
 		if err := runChild(*child, *repo, *known, *sink); err != nil {
@@ -71,8 +73,9 @@ func main() {
 }
 
 var (
-	profilePrefix string
-	warmCommit    bool
+	profilePrefix  string
+	warmCommit     bool
+	materializeToo bool
 )
 
 // report is what a child prints.
@@ -152,6 +155,13 @@ func runParent(files int, packed bool, runs int, repo, sink string, changed int)
 	if packed {
 		kind = "packed"
 	}
+	var matLine string
+	if materializeToo {
+		var err error
+		if matLine, err = measureMaterialize(repo); err != nil {
+			return err
+		}
+	}
 	warmKind := "edits only, index unchanged"
 	if warmCommit {
 		warmKind = "previous changes committed, new index"
@@ -160,7 +170,51 @@ func runParent(files int, packed bool, runs int, repo, sink string, changed int)
 		files, kind, sink, runs, changed, warmKind, runtime.GOMAXPROCS(0))
 	summarize("cold", cold)
 	summarize("warm", warm)
+	if matLine != "" {
+		fmt.Println(matLine)
+	}
 	return nil
+}
+
+// measureMaterialize times, once and in this process, what a runner does
+// with the same workspace: Materialize from an in-memory store, then
+// Collect after a session that changed 10 files.
+func measureMaterialize(repo string) (string, error) {
+	ctx := context.Background()
+	store := &workspacetest.MemStore{}
+	c, err := workspace.Capture(ctx, workspace.CaptureOptions{Dir: repo})
+	if err != nil {
+		return "", err
+	}
+	if _, err := workspace.Upload(ctx, c, store); err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp("", "workspace-bench-mat-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	start := time.Now()
+	w, err := workspace.Materialize(ctx, workspace.MaterializeOptions{
+		Dir: filepath.Join(tmp, "ws"), StateDir: filepath.Join(tmp, "state"), Manifest: &c.Manifest, Source: store})
+	if err != nil {
+		return "", err
+	}
+	mat := time.Since(start)
+	rng := rand.New(rand.NewPCG(9, 9))
+	for k := range 10 {
+		p := filepath.Join(w.Dir, benchPath(rng.IntN(c.Stats.Files)))
+		if err := os.WriteFile(p, fmt.Appendf(nil, "session edit %d\n", k), 0o644); err != nil {
+			return "", err
+		}
+	}
+	start = time.Now()
+	out, err := workspace.Collect(ctx, w)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("  runner side (once): materialize %d files %s; collect after 10 edits %s (%d changed, diff %d bytes)",
+		w.Files, mat.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), len(out.Changed), len(out.Diff)), nil
 }
 
 func summarize(name string, rs []report) {
