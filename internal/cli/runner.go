@@ -14,8 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"warrant.dev/warrant/internal/runner"
-	"warrant.dev/warrant/internal/runner/sandbox/process"
-	"warrant.dev/warrant/internal/runner/session"
 )
 
 func init() { register(newRunnerCmd) }
@@ -26,7 +24,7 @@ func newRunnerCmd(a *app) *cobra.Command {
 		Short: "Run a runner that claims and executes runs for a pool",
 		Args:  noArgs,
 	}
-	cmd.AddCommand(a.runnerStartCmd())
+	cmd.AddCommand(a.runnerStartCmd(), a.runnerDoctorCmd())
 	return cmd
 }
 
@@ -39,6 +37,7 @@ type runnerStartFlags struct {
 	enrollRetry time.Duration
 	killGrace   time.Duration
 	logLevel    string
+	isolation   isolationFlags
 }
 
 func (a *app) runnerStartCmd() *cobra.Command {
@@ -68,6 +67,7 @@ second signal kills the sessions at once.`,
 	fl.DurationVar(&f.enrollRetry, "enroll-retry", runner.DefaultEnrollRetry, "how long to retry enrollment while the plane is unreachable")
 	fl.DurationVar(&f.killGrace, "kill-grace", runner.DefaultKillGrace, "time a session has between SIGTERM and SIGKILL when it is stopped")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.isolation.register(fl)
 	return cmd
 }
 
@@ -101,6 +101,10 @@ func (a *app) runnerStart(f runnerStartFlags) error {
 		return fmt.Errorf("find the warrant executable (for the mock agent): %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(a.stdio.Err, &slog.HandlerOptions{Level: level}))
+	backends, err := a.runnerBackends(a.ctx, f.isolation, self, log)
+	if err != nil {
+		return err
+	}
 	r, err := runner.New(runner.Options{
 		PlaneURL:    cfg.Plane,
 		Pool:        f.pool,
@@ -108,7 +112,7 @@ func (a *app) runnerStart(f runnerStartFlags) error {
 		EnrollToken: f.enrollToken,
 		Name:        f.name,
 		Concurrency: f.concurrency,
-		Backends:    []session.Backend{process.New(process.Options{})},
+		Backends:    backends,
 		WarrantPath: self,
 		Logger:      log,
 		EnrollRetry: f.enrollRetry,

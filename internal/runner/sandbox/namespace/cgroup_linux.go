@@ -186,10 +186,11 @@ type sessionCgroup struct {
 
 // createSession makes the session's cgroups under parent, named name, with
 // the limits written. On error nothing is left behind.
-func (l *cgroupLayout) createSession(parent, name string, lim Limits) (cg *sessionCgroup, err error) {
-	cg = &sessionCgroup{byCtl: map[string]string{}, versions: map[string]int{}, limits: lim}
+func (l *cgroupLayout) createSession(parent, name string, lim Limits) (*sessionCgroup, error) {
+	cg := &sessionCgroup{byCtl: map[string]string{}, versions: map[string]int{}, limits: lim}
+	made := false
 	defer func() {
-		if err != nil {
+		if !made {
 			_ = cg.remove()
 		}
 	}()
@@ -240,6 +241,7 @@ func (l *cgroupLayout) createSession(parent, name string, lim Limits) (cg *sessi
 	if err := cg.writeLimits(); err != nil {
 		return nil, err
 	}
+	made = true
 	return cg, nil
 }
 

@@ -66,6 +66,11 @@ func Init() int {
 	if cfg.Mode != modeSession {
 		return fail(stage("read configuration", fmt.Errorf("unknown mode %q", cfg.Mode)))
 	}
+	// Everything below changes mounts: it must never run in the host's
+	// namespaces, whoever started it.
+	if os.Getpid() != 1 {
+		return fail(stage("check namespaces", errors.New("the session init must be PID 1 of a new PID namespace (only the runner starts it)")))
+	}
 	// The harness must not be able to read the init's memory (it holds
 	// the configuration) even where /proc would let it try.
 	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,6 +101,9 @@ func Probe(ctx context.Context, opts Options) *Report {
 		if err == nil {
 			cg.kill()
 			err = cg.remove()
+		}
+		if errors.Is(err, fs.ErrPermission) && !b.rootMode {
+			err = fmt.Errorf("%w (a runner that is not root needs a cgroup subtree delegated to its user, as systemd's Delegate=yes does, and --cgroup-parent pointing into it)", err)
 		}
 		backendOK = r.add("session cgroup", err, fmt.Sprintf("created and removed with memory %s, %d pids, %g CPUs",
 			formatBytes(b.limits.MemoryBytes), b.limits.Pids, b.limits.CPUs))
