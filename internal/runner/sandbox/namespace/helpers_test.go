@@ -4,19 +4,11 @@ package namespace
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -289,131 +281,6 @@ func (r ran) ok(t *testing.T) ran {
 		t.Fatalf("session failed: %+v %v\n%s", r.res, r.runErr, r.log)
 	}
 	return r
-}
-
-// testNet is a network namespace the test made, joined to the host by a
-// veth pair, with an HTTP server listening inside it: a stand-in for an
-// allowlisted host on the internet.
-type testNet struct {
-	serverIP netip.Addr
-	prefix   netip.Prefix
-	url      string // http://10.77.x.2:8080
-	hits     atomic.Int32
-}
-
-func newTestNet(t *testing.T) *testNet {
-	t.Helper()
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("iproute2 (ip) is not installed")
-	}
-	suffix := make([]byte, 3)
-	_, _ = rand.Read(suffix)
-	tag := hex.EncodeToString(suffix)
-	ns := "wtest-" + tag
-	hostIf, nsIf := "wv"+tag+"h", "wv"+tag+"n"
-	third := int(suffix[0])
-	hostIP := fmt.Sprintf("10.77.%d.1", third)
-	serverIP := fmt.Sprintf("10.77.%d.2", third)
-	ipCmd := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-	}
-	ipCmd("netns", "add", ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	ipCmd("link", "add", hostIf, "type", "veth", "peer", "name", nsIf)
-	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", hostIf).Run() })
-	ipCmd("link", "set", nsIf, "netns", ns)
-	ipCmd("addr", "add", hostIP+"/30", "dev", hostIf)
-	ipCmd("link", "set", hostIf, "up")
-	ipCmd("-n", ns, "addr", "add", serverIP+"/30", "dev", nsIf)
-	ipCmd("-n", ns, "link", "set", nsIf, "up")
-	ipCmd("-n", ns, "link", "set", "lo", "up")
-
-	tn := &testNet{
-		serverIP: netip.MustParseAddr(serverIP),
-		prefix:   netip.MustParsePrefix(fmt.Sprintf("10.77.%d.0/30", third)),
-		url:      "http://" + serverIP + ":8080",
-	}
-	ln := listenInNetns(t, "/run/netns/"+ns, serverIP+":8080")
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tn.hits.Add(1)
-		fmt.Fprint(w, "hello from the test netns")
-	}))
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return tn
-}
-
-// listenInNetns opens a TCP listener inside a network namespace: the
-// socket is made by a thread that joined the namespace, and belongs to it
-// for good; the thread then returns to the test's namespace.
-func listenInNetns(t *testing.T, nsPath, addr string) net.Listener {
-	t.Helper()
-	type result struct {
-		ln  net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Not unlocked on failure to return: the thread then dies with the
-		// goroutine instead of serving others from the wrong namespace.
-		self, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer unix.Close(self)
-		target, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: err}
-			return
-		}
-		ln, lerr := net.Listen("tcp", addr)
-		if err := unix.Setns(self, unix.CLONE_NEWNET); err != nil {
-			if ln != nil {
-				ln.Close()
-			}
-			ch <- result{err: fmt.Errorf("return to the test's network namespace: %w", err)}
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{ln: ln, err: lerr}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("listen in %s: %v", nsPath, r.err)
-	}
-	return r.ln
-}
-
-// processesWith lists host processes whose command line contains marker.
-func processesWith(marker string) []string {
-	entries, _ := os.ReadDir("/proc")
-	var out []string
-	for _, e := range entries {
-		if e.Name()[0] < '0' || e.Name()[0] > '9' {
-			continue
-		}
-		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
-		}
-		stat, _ := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if strings.Contains(string(cmdline), marker) && !strings.Contains(string(stat), ") Z") {
-			out = append(out, e.Name()+": "+strings.ReplaceAll(string(cmdline), "\x00", " "))
-		}
-	}
-	return out
 }
 
 // waitFor polls cond until it holds or the test's patience runs out.

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"warrant.dev/warrant/internal/runner/sandbox/namespace/nstest"
 	"warrant.dev/warrant/internal/runner/session"
 	"warrant.dev/warrant/protocol"
 )
@@ -218,14 +219,14 @@ func TestDirectNetworkHasNoRoute(t *testing.T) {
 
 func TestEgressThroughTheProxy(t *testing.T) {
 	requireNamespaces(t)
-	tn := newTestNet(t)
-	b := newBackend(t, Options{AllowPrefixes: []netip.Prefix{tn.prefix}})
-	allowed := tn.serverIP.String()
+	tn := nstest.NewTestNet(t)
+	b := newBackend(t, Options{AllowPrefixes: []netip.Prefix{tn.Prefix}})
+	allowed := tn.ServerIP.String()
 
 	t.Run("curl with the proxy variables reaches the allowlisted host", func(t *testing.T) {
-		before := tn.hits.Load()
-		r := run(t, b, shell(`curl -sS --max-time 10 `+tn.url+`/plain; echo; curl -sS -p --max-time 10 `+tn.url+`/tunnel; echo`, allowed), runOpts{}).ok(t)
-		if strings.Count(r.log, "hello from the test netns") != 2 || tn.hits.Load() != before+2 {
+		before := tn.Hits()
+		r := run(t, b, shell(`curl -sS --max-time 10 `+tn.URL+`/plain; echo; curl -sS -p --max-time 10 `+tn.URL+`/tunnel; echo`, allowed), runOpts{}).ok(t)
+		if strings.Count(r.log, nstest.Greeting) != 2 || tn.Hits() != before+2 {
 			t.Fatalf("the allowlisted host was not reached (plain and CONNECT):\n%s", r.log)
 		}
 		want := protocol.NetworkConnected{Host: allowed, Decision: "allowed"}
@@ -234,20 +235,20 @@ func TestEgressThroughTheProxy(t *testing.T) {
 		}
 	})
 	t.Run("a host off the allowlist is blocked", func(t *testing.T) {
-		before := tn.hits.Load()
-		r := run(t, b, shell(`curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' http://denied.example.com/; curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' `+tn.url+`/`), runOpts{})
+		before := tn.Hits()
+		r := run(t, b, shell(`curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' http://denied.example.com/; curl -sS --max-time 10 -o /dev/null -w '%{http_code}\n' `+tn.URL+`/`), runOpts{})
 		if got := r.rec.network(); len(got) != 2 || got[0] != (protocol.NetworkConnected{Host: "denied.example.com", Decision: "blocked"}) ||
 			got[1] != (protocol.NetworkConnected{Host: allowed, Decision: "blocked"}) {
 			t.Fatalf("events %+v", got)
 		}
-		if strings.Count(r.log, "403") != 2 || tn.hits.Load() != before {
+		if strings.Count(r.log, "403") != 2 || tn.Hits() != before {
 			t.Fatalf("log %q", r.log)
 		}
 	})
 	t.Run("curl without the proxy variables has no route", func(t *testing.T) {
-		before := tn.hits.Load()
-		r := run(t, b, shell(`unset HTTP_PROXY HTTPS_PROXY ALL_PROXY http_proxy https_proxy all_proxy; curl -sS --max-time 10 `+tn.url+`/direct`, allowed), runOpts{})
-		if r.runErr != nil || r.res.ExitCode == 0 || tn.hits.Load() != before {
+		before := tn.Hits()
+		r := run(t, b, shell(`unset HTTP_PROXY HTTPS_PROXY ALL_PROXY http_proxy https_proxy all_proxy; curl -sS --max-time 10 `+tn.URL+`/direct`, allowed), runOpts{})
+		if r.runErr != nil || r.res.ExitCode == 0 || tn.Hits() != before {
 			t.Fatalf("the allowlisted host was reached around the proxy: %+v\n%s", r.res, r.log)
 		}
 		if !strings.Contains(r.log, "Couldn't connect") && !strings.Contains(r.log, "unreachable") {
@@ -258,11 +259,11 @@ func TestEgressThroughTheProxy(t *testing.T) {
 		}
 	})
 	t.Run("fail closed when the decision cannot be recorded", func(t *testing.T) {
-		before := tn.hits.Load()
+		before := tn.Hits()
 		rec := &recorder{}
 		rec.fail.Store(true)
-		r := run(t, b, shell(`curl -sS --max-time 10 `+tn.url+`/`, allowed), runOpts{rec: rec})
-		if tn.hits.Load() != before || strings.Contains(r.log, "hello from the test netns") {
+		r := run(t, b, shell(`curl -sS --max-time 10 `+tn.URL+`/`, allowed), runOpts{rec: rec})
+		if tn.Hits() != before || strings.Contains(r.log, nstest.Greeting) {
 			t.Fatalf("upstream reached although the decision was not recorded; log %q", r.log)
 		}
 	})
@@ -308,7 +309,7 @@ func TestForkBombIsContained(t *testing.T) {
 	if !strings.Contains(r.log, "[warrant: the session reached its limit of 64 processes;") {
 		t.Fatalf("the pids limit was not what stopped the bomb:\n%s", r.log)
 	}
-	if left := processesWith("bomb"); len(left) > 0 {
+	if left := nstest.ProcessesWith("bomb"); len(left) > 0 {
 		t.Fatalf("processes left behind: %v", left)
 	}
 }
@@ -339,7 +340,7 @@ func TestKillingTheSessionLeavesNothing(t *testing.T) {
 	if r.runErr != nil || r.res.End != session.Interrupted {
 		t.Fatalf("%+v %v", r.res, r.runErr)
 	}
-	if left := processesWith("sleep\x00" + marker); len(left) > 0 {
+	if left := nstest.ProcessesWith("sleep\x00" + marker); len(left) > 0 {
 		t.Fatalf("processes left behind: %v", left)
 	}
 }
