@@ -1,8 +1,10 @@
 package workspace
 
 import (
-	"bytes"
+	"bufio"
 	"context"
+	"crypto/sha1"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"warrant.dev/warrant/protocol"
 )
@@ -137,11 +141,12 @@ func Materialize(ctx context.Context, opts MaterializeOptions) (*Materialized, e
 	for _, e := range snap.Entries {
 		total += e.Size
 	}
-	if err := writeEntries(ctx, root, opts.Source, snap, targets, workers); err != nil {
+	entries, err := writeEntries(ctx, root, dir, opts.Source, snap, targets, workers)
+	if err != nil {
 		return nil, fmt.Errorf("materialize: %w", err)
 	}
 	tFiles := time.Since(start)
-	commit, tree, err := commitBase(ctx, dir, snap, m.BundleHash)
+	commit, tree, err := commitBase(ctx, dir, snap, entries, targets, m.BundleHash)
 	if err != nil {
 		return nil, fmt.Errorf("materialize: %w", err)
 	}
@@ -312,9 +317,17 @@ func prepareEmptyDir(dir string) error {
 	return nil
 }
 
+// indexEntry is what the git index records for one written file.
+type indexEntry struct {
+	oid                                [sha1.Size]byte
+	ctimeS, ctimeNs, mtimeS, mtimeNs   uint32
+	dev, ino, mode, uid, gid, fileSize uint32
+}
+
 // writeEntries fetches each distinct blob once, verifies it and writes it
-// to every path that has it.
-func writeEntries(ctx context.Context, root *os.Root, src BlobSource, snap *protocol.Snapshot, targets map[string]string, workers int) error {
+// to every path that has it, recording each file's git blob id and stat
+// data for the index.
+func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource, snap *protocol.Snapshot, targets map[string]string, workers int) ([]indexEntry, error) {
 	type group struct {
 		hash    string
 		size    int64
@@ -333,20 +346,29 @@ func writeEntries(ctx context.Context, root *os.Root, src BlobSource, snap *prot
 			groups = append(groups, group{hash: e.Hash, size: e.Size})
 		}
 		if groups[g].size != e.Size {
-			return fmt.Errorf("%w: %q and %q have hash %s but different sizes", ErrInconsistent,
+			return nil, fmt.Errorf("%w: %q and %q have hash %s but different sizes", ErrInconsistent,
 				snap.Entries[groups[g].entries[0]].Path, e.Path, e.Hash)
 		}
 		groups[g].entries = append(groups[g].entries, i)
 	}
+	out := make([]indexEntry, len(snap.Entries))
 	err := parallel(ctx, len(groups), workers, func(gi int) error {
 		g := groups[gi]
 		first := snap.Entries[g.entries[0]]
+		var oid [sha1.Size]byte
 		if g.size > materializeInMemory {
-			if err := writeLargeVerified(ctx, root, src, first); err != nil {
+			var err error
+			if oid, err = writeLargeVerified(ctx, root, src, first); err != nil {
+				return err
+			}
+			if err := statEntry(dir, first, oid, &out[g.entries[0]]); err != nil {
 				return err
 			}
 			for _, i := range g.entries[1:] {
 				if err := copyWithin(root, first.Path, snap.Entries[i]); err != nil {
+					return err
+				}
+				if err := statEntry(dir, snap.Entries[i], oid, &out[i]); err != nil {
 					return err
 				}
 			}
@@ -356,26 +378,69 @@ func writeEntries(ctx context.Context, root *os.Root, src BlobSource, snap *prot
 		if err != nil {
 			return fmt.Errorf("%q: %w", first.Path, err)
 		}
+		oid = gitBlobID(data)
 		for _, i := range g.entries {
 			if err := writeFile(root, snap.Entries[i], data); err != nil {
+				return err
+			}
+			if err := statEntry(dir, snap.Entries[i], oid, &out[i]); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, e := range snap.Entries {
+	for i, e := range snap.Entries {
 		if e.Mode != protocol.ModeSymlink {
 			continue
 		}
 		if err := mkParents(root, e.Path); err != nil {
-			return err
+			return nil, err
 		}
 		if err := root.Symlink(targets[e.Path], e.Path); err != nil {
-			return fmt.Errorf("symlink %q: %w", e.Path, err)
+			return nil, fmt.Errorf("symlink %q: %w", e.Path, err)
 		}
+		if err := statEntry(dir, e, gitBlobID([]byte(targets[e.Path])), &out[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// gitBlobID is git's SHA-1 object id of a blob with this content.
+func gitBlobID(data []byte) [sha1.Size]byte {
+	h := sha1.New()
+	fmt.Fprintf(h, "blob %d\x00", len(data))
+	h.Write(data)
+	var id [sha1.Size]byte
+	h.Sum(id[:0])
+	return id
+}
+
+// statEntry lstat()s a file Materialize just wrote (inside the directory
+// it created, so no path component can be a foreign symlink) and fills
+// its index entry.
+func statEntry(dir string, e protocol.SnapshotEntry, oid [sha1.Size]byte, ie *indexEntry) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(dir, filepath.FromSlash(e.Path)), &st); err != nil {
+		return fmt.Errorf("stat %q: %w", e.Path, err)
+	}
+	*ie = indexEntry{
+		oid:    oid,
+		ctimeS: uint32(st.Ctim.Sec), ctimeNs: uint32(st.Ctim.Nsec),
+		mtimeS: uint32(st.Mtim.Sec), mtimeNs: uint32(st.Mtim.Nsec),
+		dev: uint32(st.Dev), ino: uint32(st.Ino), uid: st.Uid, gid: st.Gid,
+		fileSize: uint32(st.Size),
+	}
+	switch e.Mode {
+	case protocol.ModeExecutable:
+		ie.mode = 0o100755
+	case protocol.ModeSymlink:
+		ie.mode = 0o120000
+	default:
+		ie.mode = 0o100644
 	}
 	return nil
 }
@@ -418,14 +483,14 @@ func writeFile(root *os.Root, e protocol.SnapshotEntry, data []byte) error {
 
 // writeLargeVerified streams a large blob into a temporary file next to its
 // destination, checks it, and renames it into place.
-func writeLargeVerified(ctx context.Context, root *os.Root, src BlobSource, e protocol.SnapshotEntry) error {
+func writeLargeVerified(ctx context.Context, root *os.Root, src BlobSource, e protocol.SnapshotEntry) (oid [sha1.Size]byte, err error) {
 	if err := mkParents(root, e.Path); err != nil {
-		return err
+		return oid, err
 	}
 	tmp := e.Path + ".warrant-partial"
 	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("create %q: %w", tmp, err)
+		return oid, fmt.Errorf("create %q: %w", tmp, err)
 	}
 	ok := false
 	defer func() {
@@ -436,28 +501,31 @@ func writeLargeVerified(ctx context.Context, root *os.Root, src BlobSource, e pr
 	}()
 	rc, err := src.Get(ctx, e.Hash)
 	if err != nil {
-		return fmt.Errorf("%q: fetch blob %s: %w", e.Path, e.Hash, err)
+		return oid, fmt.Errorf("%q: fetch blob %s: %w", e.Path, e.Hash, err)
 	}
 	defer rc.Close()
 	h := newSHA256()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(rc, e.Size+1))
+	g := sha1.New()
+	fmt.Fprintf(g, "blob %d\x00", e.Size)
+	n, err := io.Copy(io.MultiWriter(f, h, g), io.LimitReader(rc, e.Size+1))
 	if err != nil {
-		return fmt.Errorf("%q: fetch blob %s: %w", e.Path, e.Hash, err)
+		return oid, fmt.Errorf("%q: fetch blob %s: %w", e.Path, e.Hash, err)
 	}
 	if n != e.Size || hexSum(h) != e.Hash {
-		return fmt.Errorf("%q: blob %s: %w", e.Path, e.Hash, ErrBlobMismatch)
+		return oid, fmt.Errorf("%q: blob %s: %w", e.Path, e.Hash, ErrBlobMismatch)
 	}
 	if err := f.Chmod(permOf(e.Mode)); err != nil {
-		return err
+		return oid, err
 	}
 	if err := f.Close(); err != nil {
-		return err
+		return oid, err
 	}
 	if err := root.Rename(tmp, e.Path); err != nil {
-		return err
+		return oid, err
 	}
 	ok = true
-	return nil
+	g.Sum(oid[:0])
+	return oid, nil
 }
 
 // copyWithin copies an already written (and verified) file to another
@@ -511,10 +579,14 @@ const workspaceConfig = `[core]
 `
 
 // commitBase makes dir a git repository whose HEAD commits exactly the
-// snapshot's files.
-func commitBase(ctx context.Context, dir string, snap *protocol.Snapshot, bundleHash string) (commit, tree string, err error) {
+// snapshot's files. The objects go into one pack through git fast-import
+// (one loose object per file would cost a file creation each), and the
+// index is written directly from the stat data gathered while writing the
+// files, so git never re-reads the tree. A final check compares the index
+// with the commit.
+func commitBase(ctx context.Context, dir string, snap *protocol.Snapshot, entries []indexEntry, targets map[string]string, bundleHash string) (commit, tree string, err error) {
 	g := newGit(dir, runnerSide, fixedIdentity...)
-	if _, err := g.run(ctx, nil, "init", "-q", "--template=", "--initial-branch="+baseBranch); err != nil {
+	if _, err := g.run(ctx, nil, "init", "-q", "--template=", "--object-format=sha1", "--initial-branch="+baseBranch); err != nil {
 		return "", "", err
 	}
 	gitDir := filepath.Join(dir, ".git")
@@ -527,32 +599,151 @@ func commitBase(ctx context.Context, dir string, snap *protocol.Snapshot, bundle
 	if err := os.WriteFile(filepath.Join(gitDir, "info", "attributes"), []byte(neutralAttributes), 0o644); err != nil {
 		return "", "", err
 	}
-	var paths bytes.Buffer
+	if err := fastImport(ctx, g, dir, snap, targets, bundleHash); err != nil {
+		return "", "", err
+	}
+	if err := writeIndex(filepath.Join(gitDir, "index"), snap, entries, time.Now()); err != nil {
+		return "", "", fmt.Errorf("write index: %w", err)
+	}
+	out, err := g.run(ctx, nil, "rev-parse", "refs/heads/"+baseBranch, "refs/heads/"+baseBranch+"^{tree}")
+	if err != nil {
+		return "", "", err
+	}
+	ids := strings.Fields(string(out))
+	if len(ids) != 2 {
+		return "", "", fmt.Errorf("git rev-parse: unexpected output %q", out)
+	}
+	code, err := g.exitCode(ctx, nil, nil, "diff-index", "--cached", "--quiet", "--no-renames", ids[0])
+	if err != nil {
+		return "", "", err
+	}
+	if code != 0 {
+		return "", "", errors.New("internal error: the written index does not match the base commit")
+	}
+	return ids[0], ids[1], nil
+}
+
+// fastImport streams the snapshot's contents (each distinct one once) and
+// one commit into git fast-import, which writes them as a single pack and
+// sets refs/heads/main and refs/warrant/base.
+func fastImport(ctx context.Context, g *gitRunner, dir string, snap *protocol.Snapshot, targets map[string]string, bundleHash string) error {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := g.run(ctx, pr, "fast-import", "--quiet", "--done")
+		pr.CloseWithError(err)
+		done <- err
+	}()
+	werr := writeFastImport(pw, dir, snap, targets, bundleHash)
+	pw.CloseWithError(werr)
+	err := <-done
+	if werr != nil && !errors.Is(werr, io.ErrClosedPipe) {
+		return fmt.Errorf("git fast-import input: %w", werr)
+	}
+	return err
+}
+
+func writeFastImport(pw io.Writer, dir string, snap *protocol.Snapshot, targets map[string]string, bundleHash string) error {
+	w := bufio.NewWriterSize(pw, 256<<10)
+	marks := make(map[string]int, len(snap.Entries))
+	mark := func(i int) int { return i + 1 }
+	for i, e := range snap.Entries {
+		if _, ok := marks[e.Hash]; ok {
+			continue
+		}
+		marks[e.Hash] = mark(i)
+		fmt.Fprintf(w, "blob\nmark :%d\ndata %d\n", mark(i), e.Size)
+		if e.Mode == protocol.ModeSymlink {
+			w.WriteString(targets[e.Path])
+		} else if err := copyFileTo(w, filepath.Join(dir, filepath.FromSlash(e.Path)), e.Size); err != nil {
+			return err
+		}
+		w.WriteByte('\n')
+	}
+	msg := "warrant snapshot " + bundleHash + "\n"
+	const who = "warrant <warrant@localhost> 946684800 +0000"
+	commitMark := len(snap.Entries) + 1
+	fmt.Fprintf(w, "commit refs/heads/%s\nmark :%d\nauthor %s\ncommitter %s\ndata %d\n%s", baseBranch, commitMark, who, who, len(msg), msg)
 	for _, e := range snap.Entries {
-		paths.WriteString(e.Path)
-		paths.WriteByte(0)
+		fmt.Fprintf(w, "M %s :%d %s\n", e.Mode, marks[e.Hash], fastImportPath(e.Path))
 	}
-	if _, err := g.run(ctx, &paths, "update-index", "--add", "-z", "--stdin"); err != nil {
-		return "", "", err
+	fmt.Fprintf(w, "\nreset %s\nfrom :%d\n\ndone\n", baseRef, commitMark)
+	return w.Flush()
+}
+
+// fastImportPath quotes a path for a fast-import command when it must be:
+// when it starts with a double quote (validated paths hold no newline,
+// tab or backslash).
+func fastImportPath(p string) string {
+	if !strings.HasPrefix(p, `"`) {
+		return p
 	}
-	out, err := g.run(ctx, nil, "write-tree")
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '"':
+			b.WriteString(`\"`)
+		case c < 0x20 || c == 0x7f:
+			fmt.Fprintf(&b, "\\%03o", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// copyFileTo copies exactly size bytes of a file Materialize wrote.
+func copyFileTo(w io.Writer, path string, size int64) error {
+	f, err := os.Open(path)
 	if err != nil {
-		return "", "", err
+		return err
 	}
-	tree = strings.TrimSpace(string(out))
-	msg := strings.NewReader("warrant snapshot " + bundleHash + "\n")
-	out, err = g.run(ctx, msg, "commit-tree", tree)
-	if err != nil {
-		return "", "", err
+	defer f.Close()
+	n, err := io.Copy(w, io.LimitReader(f, size))
+	if err == nil && n != size {
+		err = fmt.Errorf("%s: %d bytes, want %d", path, n, size)
 	}
-	commit = strings.TrimSpace(string(out))
-	if _, err := g.run(ctx, nil, "update-ref", "refs/heads/"+baseBranch, commit); err != nil {
-		return "", "", err
+	return err
+}
+
+// writeIndex writes a version 2 git index of the snapshot's entries. An
+// entry modified in the second the index is written could later change
+// without changing its stat data, so, as git does, such entries get a
+// zero size: git then compares their content instead of trusting them.
+func writeIndex(path string, snap *protocol.Snapshot, entries []indexEntry, now time.Time) error {
+	racy := uint32(now.Unix())
+	b := make([]byte, 0, 12+len(snap.Entries)*(64+40))
+	b = append(b, "DIRC"...)
+	b = binary.BigEndian.AppendUint32(b, 2)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(snap.Entries)))
+	for i, e := range snap.Entries {
+		ie := entries[i]
+		size := ie.fileSize
+		if ie.mtimeS >= racy || ie.ctimeS >= racy {
+			size = 0
+		}
+		start := len(b)
+		for _, v := range []uint32{ie.ctimeS, ie.ctimeNs, ie.mtimeS, ie.mtimeNs, ie.dev, ie.ino, ie.mode, ie.uid, ie.gid, size} {
+			b = binary.BigEndian.AppendUint32(b, v)
+		}
+		b = append(b, ie.oid[:]...)
+		b = binary.BigEndian.AppendUint16(b, uint16(min(len(e.Path), 0xfff)))
+		b = append(b, e.Path...)
+		// 1 to 8 NULs, so the entry's length is a multiple of 8.
+		pad := 8 - (len(b)-start)%8
+		for range pad {
+			b = append(b, 0)
+		}
 	}
-	if _, err := g.run(ctx, nil, "update-ref", baseRef, commit); err != nil {
-		return "", "", err
+	sum := sha1.Sum(b)
+	b = append(b, sum[:]...)
+	tmp := path + ".lock"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
 	}
-	return commit, tree, nil
+	return os.Rename(tmp, path)
 }
 
 // parallel runs fn(0..n-1) on up to workers goroutines, stopping at the
