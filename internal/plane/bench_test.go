@@ -1,6 +1,9 @@
 package plane_test
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"testing"
@@ -92,4 +95,38 @@ func BenchmarkSubmit(b *testing.B) {
 func basicRequestB(b *testing.B, c *client.Client) client.RunRequest {
 	ws := testutil.UploadWorkspace(b, c, map[string]string{"README.md": "# hello\n", "src/app.go": "package app\n"})
 	return client.RunRequest{Agent: protocol.AgentSpec{Kind: protocol.AgentMock}, Prompt: "bench", Pool: "default", Workspace: ws}
+}
+
+// BenchmarkSubmitLargeWorkspace submits runs whose snapshot names 20,000
+// files (already uploaded): the blob check, the blob references and the
+// contract for a large repository.
+func BenchmarkSubmitLargeWorkspace(b *testing.B) {
+	tp := testutil.StartPlane(b, quiet)
+	req, _ := tp.NewPrincipal(client.RoleRequester)
+	const files = 20000
+	var ups []client.BlobUpload
+	snap := protocol.Snapshot{}
+	for i := range files {
+		data := []byte(fmt.Sprintf("file %d\n", i))
+		h := protocol.HashBytes(data)
+		ups = append(ups, client.BlobUpload{Hash: h, Size: int64(len(data)), Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }})
+		snap.Entries = append(snap.Entries, protocol.SnapshotEntry{Path: fmt.Sprintf("src/f%06d.txt", i), Mode: "100644", Hash: h, Size: int64(len(data))})
+	}
+	if _, err := req.PutBlobs(bg, ups); err != nil {
+		b.Fatal(err)
+	}
+	data, _ := snap.Encode()
+	sh, err := req.PutBlob(bg, data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := client.RunRequest{Agent: protocol.AgentSpec{Kind: protocol.AgentMock}, Prompt: "bench", Pool: "default", Workspace: protocol.Manifest{
+		Version: protocol.VersionManifest, BaseRef: "0000000000000000000000000000000000000000", BundleHash: sh,
+		UntrackedFiles: []protocol.ManifestFile{}, DeniedPatterns: []string{}, DeniedPaths: []string{}, Format: protocol.SnapshotVersion}}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := req.SubmitRun(bg, r); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -29,21 +29,24 @@ type workspaceInfo struct {
 
 // parsedSnapshot is the part of a parsed snapshot the plane keeps.
 type parsedSnapshot struct {
-	hashes []string
+	hashes []string            // distinct file hashes, in snapshot order
+	set    map[string]struct{} // the same, for lookups
 	files  int
 	bytes  int64
 }
 
-// snapshotCache keeps recently parsed snapshots, bounded in count.
+// snapshotCache keeps recently parsed snapshots, bounded by the number of
+// file hashes held (oldest evicted first).
 type snapshotCache struct {
-	mu    sync.Mutex
-	max   int
-	m     map[string]*parsedSnapshot
-	order []string
+	mu        sync.Mutex
+	maxHashes int
+	held      int
+	m         map[string]*parsedSnapshot
+	order     []string
 }
 
-func newSnapshotCache(n int) *snapshotCache {
-	return &snapshotCache{max: n, m: map[string]*parsedSnapshot{}}
+func newSnapshotCache(maxHashes int) *snapshotCache {
+	return &snapshotCache{maxHashes: maxHashes, m: map[string]*parsedSnapshot{}}
 }
 
 func (c *snapshotCache) get(h string) *parsedSnapshot {
@@ -58,12 +61,15 @@ func (c *snapshotCache) put(h string, s *parsedSnapshot) {
 	if _, ok := c.m[h]; ok {
 		return
 	}
-	if len(c.order) >= c.max {
-		delete(c.m, c.order[0])
+	for len(c.order) > 0 && c.held+len(s.hashes) > c.maxHashes {
+		old := c.order[0]
 		c.order = c.order[1:]
+		c.held -= len(c.m[old].hashes)
+		delete(c.m, old)
 	}
 	c.m[h] = s
 	c.order = append(c.order, h)
+	c.held += len(s.hashes)
 }
 
 // snapshot loads and parses a snapshot blob (cached).
@@ -87,12 +93,11 @@ func (p *Plane) snapshot(ctx context.Context, hash string) (*parsedSnapshot, err
 	if err != nil {
 		return nil, errf(client.CodeBadRequest, "workspace snapshot %s: %v", hash, err)
 	}
-	ps := &parsedSnapshot{files: len(snap.Entries)}
-	seen := make(map[string]struct{}, len(snap.Entries))
+	ps := &parsedSnapshot{files: len(snap.Entries), set: make(map[string]struct{}, len(snap.Entries))}
 	for _, e := range snap.Entries {
 		ps.bytes += e.Size
-		if _, dup := seen[e.Hash]; !dup {
-			seen[e.Hash] = struct{}{}
+		if _, dup := ps.set[e.Hash]; !dup {
+			ps.set[e.Hash] = struct{}{}
 			ps.hashes = append(ps.hashes, e.Hash)
 		}
 	}
@@ -311,17 +316,27 @@ func (p *Plane) handleGetBlob(w http.ResponseWriter, r *http.Request) error {
 // runMayRead reports whether a claimed run may read a blob: its workspace
 // (snapshot, files, untracked files, dirty diff) or its outputs.
 func (p *Plane) runMayRead(ctx context.Context, run *store.Run, hash string) (bool, error) {
-	if ok, err := p.store.RunHasOutput(ctx, run.ID, hash); err != nil || ok {
-		return ok, err
-	}
 	c, err := protocol.ParseContract(run.Contract)
 	if err != nil {
 		return false, fmt.Errorf("stored contract of %s: %w", run.ID, err)
 	}
-	ws, err := p.workspaceOf(ctx, &c.Workspace)
-	if err != nil {
-		return false, err
+	m := &c.Workspace
+	if hash == m.BundleHash || hash == m.DirtyDiffHash {
+		return true, nil
 	}
-	_, ok := ws.set[hash]
-	return ok, nil
+	for _, f := range m.UntrackedFiles {
+		if f.Hash == hash {
+			return true, nil
+		}
+	}
+	if m.Format == protocol.SnapshotVersion {
+		s, err := p.snapshot(ctx, m.BundleHash)
+		if err != nil {
+			return false, err
+		}
+		if _, ok := s.set[hash]; ok {
+			return true, nil
+		}
+	}
+	return p.store.RunHasOutput(ctx, run.ID, hash)
 }

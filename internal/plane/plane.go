@@ -51,6 +51,10 @@ const (
 	DefaultSSEKeepAlive      = 15 * time.Second
 )
 
+// snapshotCacheHashes bounds the parsed snapshots kept in memory (about
+// 150 bytes per file hash).
+const snapshotCacheHashes = 1_000_000
+
 // Config configures a Plane. Store, Blobs, Key and MasterKey are required;
 // zero durations and limits take the defaults above.
 type Config struct {
@@ -163,7 +167,7 @@ func New(ctx context.Context, cfg Config) (*Plane, error) {
 	}
 	p := &Plane{
 		cfg: cfg, store: cfg.Store, blobs: cfg.Blobs, log: cfg.Logger, clock: cfg.Clock, notify: cfg.Notifier,
-		key: cfg.Key, sealer: s, limiter: newRateLimiter(cfg.RateLimit, cfg.RateBurst), snaps: newSnapshotCache(64),
+		key: cfg.Key, sealer: s, limiter: newRateLimiter(cfg.RateLimit, cfg.RateBurst), snaps: newSnapshotCache(snapshotCacheHashes),
 		drainCh: make(chan struct{}),
 	}
 	p.metrics = newMetrics(p)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"warrant.dev/warrant/internal/store"
@@ -90,24 +91,26 @@ func (s *Store) MissingBlobs(ctx context.Context, hashes []string) ([]string, er
 
 func (s *Store) RefBlobs(ctx context.Context, principalID string, hashes []string, at time.Time) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		ref, err := tx.PrepareContext(ctx, "INSERT INTO blob_refs (hash, principal_id) VALUES (?, ?) ON CONFLICT DO NOTHING")
-		if err != nil {
-			return fmt.Errorf("reference blobs: %w", err)
-		}
-		defer ref.Close()
-		bump, err := tx.PrepareContext(ctx, "UPDATE blobs SET last_ref_at = max(last_ref_at, ?) WHERE hash = ?")
-		if err != nil {
-			return fmt.Errorf("reference blobs: %w", err)
-		}
-		defer bump.Close()
-		for _, h := range hashes {
+		const chunk = maxParams / 2
+		for start := 0; start < len(hashes); start += chunk {
+			part := hashes[start:min(start+chunk, len(hashes))]
 			if principalID != "" {
-				if _, err := ref.ExecContext(ctx, h, principalID); err != nil {
-					return fmt.Errorf("reference blob %s: %w", h, err)
+				args := make([]any, 0, 2*len(part))
+				for _, h := range part {
+					args = append(args, h, principalID)
+				}
+				q := "INSERT INTO blob_refs (hash, principal_id) VALUES " + strings.TrimSuffix(strings.Repeat("(?,?),", len(part)), ",") + " ON CONFLICT DO NOTHING"
+				if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+					return fmt.Errorf("reference blobs: %w", err)
 				}
 			}
-			if _, err := bump.ExecContext(ctx, ms(at), h); err != nil {
-				return fmt.Errorf("reference blob %s: %w", h, err)
+			args := make([]any, 0, len(part)+1)
+			args = append(args, ms(at))
+			for _, h := range part {
+				args = append(args, h)
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE blobs SET last_ref_at = max(last_ref_at, ?) WHERE hash IN ("+placeholders(len(part))+")", args...); err != nil {
+				return fmt.Errorf("reference blobs: %w", err)
 			}
 		}
 		return nil
