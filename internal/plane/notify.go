@@ -62,3 +62,10 @@ func (n *LocalNotifier) Subscribe(topic string) (<-chan struct{}, func()) {
 		})
 	}
 }
+
+// Subscribers returns how many waiters topic has (for tests and metrics).
+func (n *LocalNotifier) Subscribers(topic string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.subs[topic])
+}

@@ -191,7 +191,8 @@ func TestGracefulShutdown(t *testing.T) {
 	key, _ := protocol.GenerateKey(nil)
 	master := make([]byte, 32)
 	_, _ = rand.Read(master)
-	p, err := plane.New(ctx, plane.Config{Store: st, Blobs: blobs, Key: key, MasterKey: master, Logger: testutil.NewLogger(t)})
+	notifier := plane.NewLocalNotifier()
+	p, err := plane.New(ctx, plane.Config{Store: st, Blobs: blobs, Key: key, MasterKey: master, Logger: testutil.NewLogger(t), Notifier: notifier})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +258,10 @@ func TestGracefulShutdown(t *testing.T) {
 	if _, err := pw.Write(payload[:len(payload)/2]); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the long poll and the stream are waiting
+	// Wait until the long poll and the stream are waiting in the plane.
+	for notifier.Subscribers("pool:default") == 0 || notifier.Subscribers("run:"+run.Run.ID) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
 	shut := make(chan error, 1)
 	go func() {
 		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
