@@ -49,17 +49,26 @@ signing key, created on first start, 0600), master.key (32 random bytes
 sealing secrets, 0600; WARRANT_MASTER_KEY=<base64> overrides it) and, on
 first start, admin.token (the bootstrap admin token, 0600).
 
+With --store postgres://USER@HOST/DB (or --store postgres and the PG*
+environment variables; keep the password in PGPASSWORD or ~/.pgpass, not
+on the command line) the state and blobs live in PostgreSQL and several
+replicas may serve one database. Each replica then needs the same signing
+key (--key FILE) and the same master key (WARRANT_MASTER_KEY); a replica
+with other keys refuses to start. DIR keeps only this replica's files.
+
 SIGINT/SIGTERM drain the plane: long polls and event streams end, requests
 in flight finish (up to --shutdown-grace), then the process exits.`,
 		Example: `  warrant plane serve --data /var/lib/warrant --listen 127.0.0.1:7070
-  WARRANT_MASTER_KEY=$(head -c32 /dev/urandom | base64) warrant plane serve --data ./plane`,
+  WARRANT_MASTER_KEY=$(head -c32 /dev/urandom | base64) warrant plane serve --data ./plane
+  WARRANT_MASTER_KEY=$(cat master.b64) warrant plane serve --store postgres://warrant@db/warrant \
+      --key /etc/warrant/plane.key.pem --data /var/lib/warrant --listen :7070`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return a.planeServe(f) },
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.data, "data", "", "data directory (required)")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:7070", "address to listen on (host:port; port 0 picks a free one)")
-	fl.StringVar(&f.storeKind, "store", "sqlite", "state store: sqlite")
+	fl.StringVar(&f.storeKind, "store", "sqlite", "state store: sqlite (in DIR), or postgres / postgres://… (shared by replicas)")
 	fl.StringVar(&f.keyFile, "key", "", "plane signing key file (default DIR/plane.key.pem)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.DurationVar(&f.leaseTTL, "lease-ttl", plane.DefaultLeaseTTL, "claim lease lifetime without a heartbeat")
@@ -80,8 +89,8 @@ func (a *app) planeServe(f planeServeFlags) error {
 	if f.data == "" {
 		return usageError("--data DIR is required: the directory that holds the plane's database, blobs and keys")
 	}
-	if f.storeKind != "sqlite" {
-		return usageError("--store %q: only sqlite is available in this build", f.storeKind)
+	if f.storeKind != "sqlite" && !isPostgresStore(f.storeKind) {
+		return usageError("--store %q: want sqlite, postgres (connection from the PG* environment) or a postgres:// URL", f.storeKind)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
@@ -89,13 +98,13 @@ func (a *app) planeServe(f planeServeFlags) error {
 	}
 	log := slog.New(slog.NewJSONHandler(a.stdio.Err, &slog.HandlerOptions{Level: level}))
 	ctx := a.ctx
-	data, err := plane.OpenDataDir(ctx, f.data, f.keyFile, os.Getenv(plane.MasterKeyEnv))
+	data, err := openPlaneState(ctx, f.storeKind, f.data, f.keyFile, os.Getenv(plane.MasterKeyEnv), log)
 	if err != nil {
 		return withExit(ExitFailure, err)
 	}
 	defer data.Close()
 	p, err := plane.New(ctx, plane.Config{
-		Store: data.Store, Blobs: data.Blobs, Key: data.Key, MasterKey: data.MasterKey, Logger: log, Version: planeBuildVersion(),
+		Store: data.Store, Blobs: data.Blobs, Key: data.Key, MasterKey: data.MasterKey, Notifier: data.Notifier, Logger: log, Version: planeBuildVersion(),
 		LeaseTTL: f.leaseTTL, HeartbeatInterval: f.heartbeat, ContractTTL: f.contractTTL, ConsentTimeout: f.consentTimeout,
 		MaxClaimWait: f.maxClaimWait, RetentionInterval: f.retention, MaxBodyBytes: f.maxBody, MaxBlobBytes: f.maxBlob,
 		RateLimit: f.rateLimit, RateBurst: f.rateBurst,
