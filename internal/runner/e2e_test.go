@@ -22,6 +22,7 @@ import (
 )
 
 func TestMockRunCompletesWithTrustedBundle(t *testing.T) {
+	t.Parallel()
 	tp := testutil.StartPlane(t)
 	tr := startRunner(t, tp)
 	id := submit(t, tp.Admin, mockRun("write a note"))
@@ -41,7 +42,7 @@ func TestMockRunCompletesWithTrustedBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != "completed" || r.Runner.RunnerID != ident.RunnerID || r.Runner.AttestationTier != "mock" || r.Runner.Isolation != "process" || r.Runner.Pool != "default" {
+	if r.Status != "completed" || r.Runner.RunnerID != ident.RunnerID || r.Runner.AttestationTier != "mock" || r.Runner.Isolation != isolation || r.Runner.Pool != "default" {
 		t.Fatalf("receipt runner %+v status %s", r.Runner, r.Status)
 	}
 	if len(r.Signatures) != 2 || r.Signatures[0].Signer != "runner" || r.Signatures[1].Signer != "plane" {
@@ -87,6 +88,7 @@ func TestMockRunCompletesWithTrustedBundle(t *testing.T) {
 }
 
 func TestFailingAgentYieldsFailedReceiptThatVerifies(t *testing.T) {
+	t.Parallel()
 	tp := testutil.StartPlane(t)
 	startRunner(t, tp)
 	id := submit(t, tp.Admin, mockRun("please fail"))
@@ -104,6 +106,7 @@ func TestFailingAgentYieldsFailedReceiptThatVerifies(t *testing.T) {
 }
 
 func TestNetworkProbeIsBlockedAndRecorded(t *testing.T) {
+	t.Parallel()
 	tp := testutil.StartPlane(t)
 	startRunner(t, tp)
 	id := submit(t, tp.Admin, mockRun("check the network"))
@@ -121,6 +124,7 @@ func TestNetworkProbeIsBlockedAndRecorded(t *testing.T) {
 }
 
 func TestAllowlistedIPIsReachedAndLoopbackNameRefused(t *testing.T) {
+	t.Parallel()
 	var hits atomic.Int32
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -162,6 +166,7 @@ func TestAllowlistedIPIsReachedAndLoopbackNameRefused(t *testing.T) {
 }
 
 func TestPiIsACapabilityMismatch(t *testing.T) {
+	t.Parallel()
 	tp := testutil.StartPlane(t)
 	startRunner(t, tp)
 	id := submit(t, tp.Admin, client.RunRequest{Agent: protocol.AgentSpec{Kind: protocol.AgentPi}, Prompt: "fix it"})
@@ -176,6 +181,7 @@ func TestPiIsACapabilityMismatch(t *testing.T) {
 }
 
 func TestMissingWorkspaceBlobIsATransferFailure(t *testing.T) {
+	t.Parallel()
 	tp := testutil.StartPlane(t)
 	ws := testutil.UploadWorkspace(t, tp.Admin, map[string]string{"only.txt": "gone soon\n"})
 	id := submit(t, tp.Admin, client.RunRequest{Agent: protocol.AgentSpec{Kind: protocol.AgentCommand}, Prompt: "true", Workspace: ws})
@@ -191,6 +197,7 @@ func TestMissingWorkspaceBlobIsATransferFailure(t *testing.T) {
 }
 
 func TestInvalidEnrollTokenIsRefusedAtOnce(t *testing.T) {
+	t.Parallel()
 	tp := testutil.StartPlane(t)
 	tr := newRunner(t, tp, withOptions(func(o *runner.Options) { o.EnrollToken = "wet_not-a-real-token" }))
 	_, err := tr.Enroll(context.Background())
@@ -206,6 +213,7 @@ func TestInvalidEnrollTokenIsRefusedAtOnce(t *testing.T) {
 }
 
 func TestRunnerIdentitySurvivesRestart(t *testing.T) {
+	t.Parallel()
 	tp := testutil.StartPlane(t)
 	first := newRunner(t, tp)
 	id1, err := first.Enroll(context.Background())
@@ -249,6 +257,7 @@ echo "key=$MOCK_SECRET" > leaked.txt
 echo hi > "name-$MOCK_SECRET.txt"`
 
 func TestSecretIsInjectedAndNeverLeaks(t *testing.T) {
+	t.Parallel()
 	const secret = "wsec7f3a9c1d2e5b"
 	tp := testutil.StartPlane(t)
 	allowSecret(t, tp, "MOCK_SECRET", secret)
@@ -351,6 +360,7 @@ while [ "$(wc -l < "$PIDS")" -lt 3 ]; do sleep 0.01; done
 }
 
 func TestTimeoutLogCapAndCancelKillTheProcessTree(t *testing.T) {
+	t.Parallel()
 	tp := testutil.StartPlane(t)
 	startRunner(t, tp, withOptions(func(o *runner.Options) { o.Concurrency = 3 }))
 	dir := t.TempDir()
