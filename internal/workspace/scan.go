@@ -200,7 +200,7 @@ func (s *scanner) scan(c *candidate) error {
 			return s.missing(c, err)
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFREG && statKeyOf(&st) == c.key {
-			c.state, c.mode = statePresent, regularMode(st.Mode)
+			c.state, c.mode = statePresent, regularMode(uint32(st.Mode))
 			return nil
 		}
 	}
@@ -237,7 +237,7 @@ func (s *scanner) scan(c *candidate) error {
 		return nil
 	}
 	key := statKeyOf(&st)
-	c.key, c.mode, c.state, c.hashed = key, regularMode(st.Mode), statePresent, true
+	c.key, c.mode, c.state, c.hashed = key, regularMode(uint32(st.Mode)), statePresent, true
 	return s.readFile(c, fd, key.size)
 }
 
