@@ -42,7 +42,7 @@ func TestMockRunCompletesWithTrustedBundle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != "completed" || r.Runner.RunnerID != ident.RunnerID || r.Runner.AttestationTier != "mock" || r.Runner.Isolation != isolation || r.Runner.Pool != "default" {
+	if r.Status != "completed" || r.Runner.RunnerID != ident.RunnerID || r.Runner.AttestationTier != "mock" || r.Runner.Isolation != isolationFor(t) || r.Runner.Pool != "default" {
 		t.Fatalf("receipt runner %+v status %s", r.Runner, r.Status)
 	}
 	if len(r.Signatures) != 2 || r.Signatures[0].Signer != "runner" || r.Signatures[1].Signer != "plane" {

@@ -23,6 +23,17 @@ import (
 	"warrant.dev/warrant/protocol"
 )
 
+// isolationFor is the tier a test's runs ask for, and its in-process
+// runners offer besides process: "process", except under
+// TestEndToEndSuiteOnNamespace (namespace_e2e_test.go), which runs the
+// tier-agnostic tests again with "namespace".
+func isolationFor(t testing.TB) string {
+	if strings.HasPrefix(t.Name(), namespaceSuite+"/") {
+		return protocol.IsolationNamespace
+	}
+	return protocol.IsolationProcess
+}
+
 // warrantBin is the warrant executable built once for the package's
 // tests: runners started as child processes, and the mock agent
 // (`warrant agent mock`) of in-process runners.
@@ -126,6 +137,9 @@ func newRunner(t *testing.T, tp *testutil.TestPlane, opts ...runnerOption) *test
 			},
 		},
 	}
+	if isolationFor(t) == protocol.IsolationNamespace {
+		o.Backends = append(o.Backends, namespaceBackend(t))
+	}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -160,7 +174,7 @@ func (tr *testRunner) claimedRuns() []string {
 }
 
 // workspace uploads a small workspace.
-func workspace(t *testing.T, c *client.Client) protocol.Manifest {
+func workspace(t testing.TB, c *client.Client) protocol.Manifest {
 	return testutil.UploadWorkspace(t, c, map[string]string{"README.md": "hello\n", "src/main.go": "package main\n"})
 }
 
@@ -169,6 +183,9 @@ func submit(t *testing.T, c *client.Client, req client.RunRequest) string {
 	t.Helper()
 	if req.Pool == "" {
 		req.Pool = "default"
+	}
+	if req.Isolation == "" {
+		req.Isolation = isolationFor(t)
 	}
 	if req.Workspace.Version == "" {
 		req.Workspace = workspace(t, c)

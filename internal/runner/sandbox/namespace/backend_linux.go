@@ -201,7 +201,9 @@ func (b *Backend) Run(ctx context.Context, s *session.Session) (session.Result, 
 			AllowPrefixes: b.opts.AllowPrefixes,
 			Resolver:      b.opts.Resolver,
 			Record:        session.RecordEgress(s),
-			Logger:        log,
+			// No Logger: a decision names the host asked for, which may
+			// carry a secret; the redacted network.connected event is the
+			// record, as in the process tier.
 		})
 		if err != nil {
 			return session.Result{}, fmt.Errorf("start egress proxy: %w", err)
