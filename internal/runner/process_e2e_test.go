@@ -191,8 +191,9 @@ func TestChildRunnerRefusesInvalidEnrollToken(t *testing.T) {
 }
 
 // forwarder accepts on addr and relays each connection to target, until
-// the test ends.
-func forwarder(t *testing.T, addr, target string) {
+// the returned stop is called (at the latest when the test ends): then it
+// stops listening and cuts every connection, as a network partition would.
+func forwarder(t *testing.T, addr, target string) (stop func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -202,16 +203,20 @@ func forwarder(t *testing.T, addr, target string) {
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		conns []net.Conn
+		once  sync.Once
 	)
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
+	stop = func() {
+		once.Do(func() {
+			ln.Close()
+			mu.Lock()
+			for _, c := range conns {
+				c.Close()
+			}
+			mu.Unlock()
+			wg.Wait()
+		})
+	}
+	t.Cleanup(stop)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -233,18 +238,72 @@ func forwarder(t *testing.T, addr, target string) {
 			go func() { defer wg.Done(); io.Copy(c, up); c.Close() }()
 		}
 	}()
+	return stop
 }
 
-func TestEnrollmentRetriesUntilThePlaneIsUp(t *testing.T) {
-	t.Parallel()
-	tp := testutil.StartPlane(t)
-	// An address where nothing listens yet.
+// freeAddr returns a loopback address where nothing listens.
+func freeAddr(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
+	return addr
+}
+
+func TestRunnerCutOffFromThePlaneStopsItsSession(t *testing.T) {
+	t.Parallel()
+	tp := testutil.StartPlane(t, testutil.WithLeases(3*time.Second, 500*time.Millisecond))
+	addr := freeAddr(t)
+	u, _ := url.Parse(tp.URL)
+	cut := forwarder(t, addr, u.Host)
+	tr := newRunner(t, tp, func(o *runner.Options) { o.PlaneURL = "http://" + addr })
+	tr.start(t)
+
+	pids := filepath.Join(t.TempDir(), "pids")
+	id := submit(t, tp.Admin, commandRun("echo $$ > "+pids+"; exec sleep 60"))
+	leader := readPids(t, pids, 1, 30*time.Second)
+	waitState(t, tp.Admin, id, 10*time.Second, protocol.StateRunning)
+	cut()
+
+	// The runner gives the session up once its lease has run out...
+	deadline := time.Now().Add(20 * time.Second)
+	for processAlive(leader[0]) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	assertDead(t, leader)
+	// ...and the plane fails the run itself.
+	run := waitState(t, tp.Admin, id, 20*time.Second, protocol.StateFailed, protocol.StateCompleted, protocol.StateCancelled)
+	if run.State != protocol.StateFailed || !strings.Contains(run.Failure.Message, "lease") {
+		t.Fatalf("run %s %+v", run.State, run.Failure)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		tr.mu.Lock()
+		status, done := tr.finished[id]
+		tr.mu.Unlock()
+		if done {
+			if status != "abandoned" {
+				t.Fatalf("runner finished the run as %q", status)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the runner never gave the run up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(tr.Log.String(), "lease lost") {
+		t.Fatalf("runner log does not say the lease was lost")
+	}
+}
+
+func TestEnrollmentRetriesUntilThePlaneIsUp(t *testing.T) {
+	t.Parallel()
+	tp := testutil.StartPlane(t)
+	addr := freeAddr(t) // nothing listens there yet
 
 	tr := newRunner(t, tp, func(o *runner.Options) {
 		o.PlaneURL = "http://" + addr
