@@ -336,3 +336,26 @@ func copyIndex(from, to string) error {
 func newSHA256() hash.Hash { return sha256.New() }
 
 func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
+
+// OpenMaterialized describes a workspace materialized earlier (say, by a
+// runner process that has since restarted) from its state directory, so
+// Collect can run on it. Files and Bytes are not recorded and stay zero.
+func OpenMaterialized(dir, stateDir string) (*Materialized, error) {
+	b, err := os.ReadFile(filepath.Join(stateDir, "base"))
+	if err != nil {
+		return nil, fmt.Errorf("open materialized workspace: %w", err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return nil, fmt.Errorf("open materialized workspace: malformed %s", filepath.Join(stateDir, "base"))
+	}
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	absState, err := filepath.Abs(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	return &Materialized{Dir: absDir, StateDir: absState, BaseCommit: f[0], BaseTree: f[1]}, nil
+}

@@ -118,7 +118,15 @@ func TestCollectDiffReproducesSessionTree(t *testing.T) {
 
 func TestCollectNoChanges(t *testing.T) {
 	_, _, w := captureAndMaterialize(t, baseRepo(t), true)
-	out, err := workspace.Collect(context.Background(), w)
+	// As a restarted runner would: from the directories alone.
+	reopened, err := workspace.OpenMaterialized(w.Dir, w.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reopened.BaseCommit != w.BaseCommit || reopened.BaseTree != w.BaseTree {
+		t.Fatalf("reopened %+v, want %+v", reopened, w)
+	}
+	out, err := workspace.Collect(context.Background(), reopened)
 	if err != nil {
 		t.Fatal(err)
 	}
