@@ -1,9 +1,11 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -330,32 +332,40 @@ func (x *runExec) perform(runCtx, sessCtx context.Context) outcome {
 			diff = x.redactor.Bytes(collected.Diff)
 		}
 	}
+	// Diff and log go up in one request, then are recorded in the
+	// original's order: diff, then log.
+	var uploads []client.BlobUpload
+	diffHash := ""
 	if len(diff) > 0 {
-		h, err := uploadBytes(runCtx, x.api, diff, r.opts.UploadRetry)
-		if err != nil {
-			if failure == nil {
-				failure = failed(protocol.FailureTransferFailed, "upload the diff: %v", err)
-			}
-		} else {
-			out.diffHash = h
-			out.artifacts = append(out.artifacts, h)
-			x.emitArtifact("diff", "code-diff", h, &failure)
-		}
+		diffHash = protocol.HashBytes(diff)
+		uploads = append(uploads, client.BlobUpload{Hash: diffHash, Size: int64(len(diff)),
+			Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(diff)), nil }})
 	}
-	switch {
-	case logErr != nil:
+	if logErr != nil {
 		x.log.Error("session log lost", "err", logErr)
 		if failure == nil {
 			failure = failed(protocol.FailureCaptureFailed, "%v", logErr)
 		}
-	case logSize > 0:
-		if err := uploadFile(runCtx, x.api, filepath.Join(dir, "session.log"), logHash, logSize, r.opts.UploadRetry); err != nil {
+	} else if logSize > 0 {
+		logPath := filepath.Join(dir, "session.log")
+		uploads = append(uploads, client.BlobUpload{Hash: logHash, Size: logSize,
+			Open: func() (io.ReadCloser, error) { return os.Open(logPath) }})
+	}
+	if len(uploads) > 0 {
+		if err := uploadBlobs(runCtx, x.api, uploads, r.opts.UploadRetry); err != nil {
 			if failure == nil {
-				failure = failed(protocol.FailureTransferFailed, "upload the session log: %v", err)
+				failure = failed(protocol.FailureTransferFailed, "upload the session output: %v", err)
 			}
 		} else {
-			out.artifacts = append(out.artifacts, logHash)
-			x.emitArtifact("log", "session-log", logHash, &failure)
+			if diffHash != "" {
+				out.diffHash = diffHash
+				out.artifacts = append(out.artifacts, diffHash)
+				x.emitArtifact("diff", "code-diff", diffHash, &failure)
+			}
+			if logErr == nil && logSize > 0 {
+				out.artifacts = append(out.artifacts, logHash)
+				x.emitArtifact("log", "session-log", logHash, &failure)
+			}
 		}
 	}
 

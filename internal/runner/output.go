@@ -80,26 +80,13 @@ func (s *logSink) finish() (string, int64, error) {
 	return hex.EncodeToString(s.hash.Sum(nil)), s.size, s.err
 }
 
-// uploadFile uploads a file as one content-addressed blob.
-func uploadFile(ctx context.Context, api *client.Client, path, hash string, size int64, budget time.Duration) error {
+// uploadBlobs uploads blobs in one streaming request, retrying transient
+// failures within budget.
+func uploadBlobs(ctx context.Context, api *client.Client, blobs []client.BlobUpload, budget time.Duration) error {
 	return client.Retry(ctx, client.DefaultBackoff, budget, func(ctx context.Context) error {
-		_, err := api.PutBlobs(ctx, []client.BlobUpload{{
-			Hash: hash, Size: size,
-			Open: func() (io.ReadCloser, error) { return os.Open(path) },
-		}})
+		_, err := api.PutBlobs(ctx, blobs)
 		return err
 	})
-}
-
-// uploadBytes uploads data as one content-addressed blob.
-func uploadBytes(ctx context.Context, api *client.Client, data []byte, budget time.Duration) (string, error) {
-	var h string
-	err := client.Retry(ctx, client.DefaultBackoff, budget, func(ctx context.Context) error {
-		var err error
-		h, err = api.PutBlob(ctx, data)
-		return err
-	})
-	return h, err
 }
 
 // claimBlobs fetches a run's blobs from the plane with its claim token,

@@ -199,6 +199,9 @@ func (r *Runner) Enroll(ctx context.Context) (Identity, error) {
 		if r.opts.EnrollToken != "" {
 			r.log.Info("runner already enrolled; the enroll token is not used", "runner", id.RunnerID)
 		}
+		if r.opts.Pool != "" && r.opts.Pool != id.Pool {
+			r.log.Warn("the runner is enrolled in another pool; it claims for its enrolled pool (enroll into an empty data directory to change pools)", "enrolled", id.Pool, "requested", r.opts.Pool)
+		}
 	case errors.Is(err, fs.ErrNotExist):
 		if id, err = r.enroll(ctx, key); err != nil {
 			return Identity{}, err
