@@ -80,6 +80,9 @@ func (p *Plane) Bootstrap(ctx context.Context, tokenFile string) (token string, 
 	}
 	err = p.store.CreatePrincipal(ctx, pr, store.Token{ID: newID("tok_"), PrincipalID: pr.ID, Hash: hash, CreatedAt: now})
 	if errors.Is(err, store.ErrConflict) {
+		// Another replica of a shared database bootstrapped at the same
+		// moment: this token was never stored.
+		_ = os.Remove(tokenFile)
 		return "", false, nil
 	}
 	if err != nil {

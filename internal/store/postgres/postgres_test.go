@@ -193,7 +193,9 @@ func TestPinSetting(t *testing.T) {
 
 // TestTwoReplicasSweepOnce: two stores on one database (two replicas)
 // expire leases at the same time; every lapsed run is ended once, with
-// one run.failed, and each appears in exactly one replica's result.
+// one run.failed, and each appears in exactly one replica's result. Then
+// they apply retention at the same time: each run is deleted and logged
+// once.
 func TestTwoReplicasSweepOnce(t *testing.T) {
 	t.Parallel()
 	conn := pgtest.Schema(t)
@@ -256,6 +258,44 @@ func TestTwoReplicasSweepOnce(t *testing.T) {
 		if err != nil || len(ev) != 3 || ev[2].Type != "run.failed" {
 			t.Fatalf("%s chain = %+v (%v)", id, ev, err)
 		}
+	}
+
+	// Retention on every replica at once, in small batches: each ended
+	// run is deleted and logged exactly once.
+	deletedBy := map[string]int{}
+	for w, s := range []*postgres.Store{a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				recs, err := s.DeleteRunsEndedBefore(bg, t0.Add(time.Hour), t0.Add(time.Hour), "test", 7)
+				if err != nil {
+					t.Errorf("retention %d: %v", w, err)
+					return
+				}
+				mu.Lock()
+				for _, r := range recs {
+					deletedBy[r.ID]++
+				}
+				mu.Unlock()
+				if len(recs) == 0 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(deletedBy) != runs {
+		t.Fatalf("%d runs deleted, want %d", len(deletedBy), runs)
+	}
+	for id, n := range deletedBy {
+		if n != 1 {
+			t.Fatalf("%s deleted %d times", id, n)
+		}
+	}
+	log, err := a.ListRetention(bg, 1000)
+	if err != nil || len(log) != runs {
+		t.Fatalf("retention log has %d records (%v), want %d", len(log), err, runs)
 	}
 }
 

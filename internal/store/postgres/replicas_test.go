@@ -3,7 +3,11 @@ package postgres_test
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -236,5 +240,66 @@ func TestReplicasShareWork(t *testing.T) {
 		}
 	case err := <-beatErr:
 		t.Fatalf("heartbeat on A: %v", err)
+	}
+}
+
+// TestConcurrentFirstStart: replicas starting at the same moment on an
+// empty database all start (migrations, plane key, default policy), and
+// exactly one bootstraps the admin: its token file holds a working token,
+// and the others leave no token file behind.
+func TestConcurrentFirstStart(t *testing.T) {
+	t.Parallel()
+	conn := pgtest.Schema(t)
+	key, _ := protocol.GenerateKey(nil)
+	master := make([]byte, 32)
+	_, _ = rand.Read(master)
+	const n = 4
+	dir := t.TempDir()
+	type started struct {
+		token   string
+		created bool
+		err     error
+	}
+	out := make(chan started, n)
+	for i := range n {
+		go func() {
+			st, err := postgres.Open(bg, conn)
+			if err != nil {
+				out <- started{err: err}
+				return
+			}
+			t.Cleanup(func() { st.Close() })
+			p, err := plane.New(bg, plane.Config{Store: st, Blobs: postgres.NewBlobStore(st.Pool(), 0), Key: key, MasterKey: master, Logger: testutil.NewLogger(t)})
+			if err != nil {
+				out <- started{err: err}
+				return
+			}
+			tok, created, err := p.Bootstrap(bg, filepath.Join(dir, fmt.Sprint("admin", i, ".token")))
+			out <- started{tok, created, err}
+		}()
+	}
+	var token string
+	for range n {
+		s := <-out
+		if s.err != nil {
+			t.Fatalf("start: %v", s.err)
+		}
+		if s.created {
+			if token != "" {
+				t.Fatal("two replicas bootstrapped an admin")
+			}
+			token = s.token
+		}
+	}
+	if token == "" {
+		t.Fatal("no replica bootstrapped the admin")
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.token"))
+	if len(files) != 1 {
+		t.Fatalf("token files %v, want exactly the bootstrapping replica's", files)
+	}
+	data, err := os.ReadFile(files[0])
+	if err != nil || strings.TrimSpace(string(data)) != token {
+		t.Fatalf("token file holds %q (%v), want the bootstrap token", data, err)
 	}
 }
