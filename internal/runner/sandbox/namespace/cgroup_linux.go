@@ -62,6 +62,19 @@ func detectCgroups() (layout *cgroupLayout, missing map[string]error, err error)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read /proc/self/cgroup: %w", err)
 	}
+	layout, missing = layoutFrom(mountinfo, membership, func(dir string) []string {
+		data, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+		if err != nil {
+			return nil
+		}
+		return strings.Fields(string(data))
+	})
+	return layout, missing, nil
+}
+
+// layoutFrom is detectCgroups on given mountinfo and /proc/self/cgroup
+// contents; available lists the controllers of a v2 cgroup directory.
+func layoutFrom(mountinfo, membership []byte, available func(dir string) []string) (layout *cgroupLayout, missing map[string]error) {
 	v1Paths, v2Path := parseProcCgroup(membership)
 	layout = &cgroupLayout{controllers: map[string]*hierarchy{}}
 	v1 := map[string]*hierarchy{}
@@ -82,18 +95,16 @@ func detectCgroups() (layout *cgroupLayout, missing map[string]error, err error)
 			}
 		}
 	}
-	var available []string
+	var v2Available []string
 	if layout.unified != nil {
 		if d, err := layout.unified.dir(layout.unified.own); err == nil {
-			if data, err := os.ReadFile(filepath.Join(d, "cgroup.controllers")); err == nil {
-				available = strings.Fields(string(data))
-			}
+			v2Available = available(d)
 		}
 	}
 	missing = map[string]error{}
 	for _, c := range limitedControllers {
 		switch {
-		case slices.Contains(available, c):
+		case slices.Contains(v2Available, c):
 			layout.controllers[c] = layout.unified
 		case v1[c] != nil:
 			layout.controllers[c] = v1[c]
@@ -101,7 +112,7 @@ func detectCgroups() (layout *cgroupLayout, missing map[string]error, err error)
 			missing[c] = fmt.Errorf("%w: %s is in neither a v2 nor a v1 hierarchy of this host", errNoController, c)
 		}
 	}
-	return layout, missing, nil
+	return layout, missing
 }
 
 type mountEntry struct {

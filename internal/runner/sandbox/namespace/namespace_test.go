@@ -19,6 +19,7 @@ import (
 
 	"warrant.dev/warrant/internal/runner/sandbox/namespace/nstest"
 	"warrant.dev/warrant/internal/runner/session"
+	"warrant.dev/warrant/internal/testutil"
 	"warrant.dev/warrant/protocol"
 )
 
@@ -218,6 +219,7 @@ func TestDirectNetworkHasNoRoute(t *testing.T) {
 }
 
 func TestEgressThroughTheProxy(t *testing.T) {
+	testutil.CheckGoroutines(t) // the bridge and the proxy end with the session
 	requireNamespaces(t)
 	tn := nstest.NewTestNet(t)
 	b := newBackend(t, Options{AllowPrefixes: []netip.Prefix{tn.Prefix}})
@@ -326,6 +328,7 @@ func TestMemoryHogIsKilled(t *testing.T) {
 }
 
 func TestKillingTheSessionLeavesNothing(t *testing.T) {
+	testutil.CheckGoroutines(t)
 	b := newBackend(t, Options{})
 	marker := "98765"
 	ctx, cancel := context.WithCancel(context.Background())
