@@ -42,7 +42,10 @@ type runExec struct {
 	events   *eventLog
 	lease    *leaseKeeper
 
+	phases phaseClock // where the run's time went, for the log
+
 	mu          sync.Mutex
+	started     time.Time // when the harness started
 	cancelActor *protocol.ActorRef
 	lostErr     error
 }
@@ -79,8 +82,15 @@ func (r *Runner) execute(ctx context.Context, claim *client.Claim) {
 		secrets:  secrets,
 		redactor: redact.New(rsecrets),
 	}
+	x.phases.last = claimedAt
 	status := x.run(ctx, claimedAt)
-	x.log.Info("run finished", "status", status, "took", time.Since(claimedAt).Round(time.Millisecond))
+	attrs := append([]any{"status", status, "took", time.Since(claimedAt).Round(time.Millisecond)}, x.phases.attrs...)
+	x.mu.Lock()
+	if !x.started.IsZero() {
+		attrs = append(attrs, "claim_to_start", x.started.Sub(claimedAt).Round(time.Microsecond))
+	}
+	x.mu.Unlock()
+	x.log.Info("run finished", attrs...)
 	if h := r.opts.Hooks.Finished; h != nil {
 		h(claim.RunID, status)
 	}
@@ -153,10 +163,12 @@ func (x *runExec) run(parent context.Context, claimedAt time.Time) string {
 		x.log.Error("build receipt", "err", err)
 		return statusAbandoned
 	}
+	x.phases.lap("post_events")
 	err = client.Retry(runCtx, client.Backoff{Initial: 250 * time.Millisecond, Max: 15 * time.Second}, x.r.opts.ReceiptRetry, func(ctx context.Context) error {
 		_, err := x.api.Complete(ctx, x.runID, receipt)
 		return err
 	})
+	x.phases.lap("post_receipt")
 	if err != nil {
 		if status, done := x.abandoned(parent); done {
 			return status
@@ -230,6 +242,7 @@ func (x *runExec) perform(runCtx, sessCtx context.Context) outcome {
 		return outcome{terminal: failed(protocol.FailureSessionFailed, "%v", err)}
 	}
 	out := outcome{isolation: backend.Isolation()}
+	x.phases.lap("prepare")
 
 	dir, err := x.sessionDir()
 	if err != nil {
@@ -255,6 +268,7 @@ func (x *runExec) perform(runCtx, sessCtx context.Context) outcome {
 		}
 		return out
 	}
+	x.phases.lap("materialize")
 	manifestHash, err := c.ManifestHash()
 	if err != nil {
 		out.terminal = failed(protocol.FailureSessionFailed, "%v", err)
@@ -283,6 +297,9 @@ func (x *runExec) perform(runCtx, sessCtx context.Context) outcome {
 		Log:        sink,
 		Record:     x.events.emit,
 		Started: func(int) {
+			x.mu.Lock()
+			x.started = time.Now()
+			x.mu.Unlock()
 			x.lease.setPhase(client.PhaseRunning)
 			if h := r.opts.Hooks.HarnessStarted; h != nil {
 				h(x.runID)
@@ -291,6 +308,7 @@ func (x *runExec) perform(runCtx, sessCtx context.Context) outcome {
 		KillGrace: r.opts.KillGrace,
 		Logger:    x.log,
 	})
+	x.phases.lap("session")
 	var failure protocol.EventPayload
 	switch {
 	case runErr != nil:
@@ -332,6 +350,7 @@ func (x *runExec) perform(runCtx, sessCtx context.Context) outcome {
 			diff = x.redactor.Bytes(collected.Diff)
 		}
 	}
+	x.phases.lap("collect")
 	// Diff and log go up in one request, then are recorded in the
 	// original's order: diff, then log.
 	var uploads []client.BlobUpload
@@ -369,6 +388,7 @@ func (x *runExec) perform(runCtx, sessCtx context.Context) outcome {
 		}
 	}
 
+	x.phases.lap("upload")
 	switch {
 	case x.cancelled() != nil:
 		out.terminal = protocol.RunCancelled{Actor: *x.cancelled()}
@@ -466,4 +486,16 @@ func removeAll(dir string, log *slog.Logger) {
 	if err := os.RemoveAll(dir); err != nil {
 		log.Warn("remove session directory", "dir", dir, "err", err)
 	}
+}
+
+// phaseClock records how long each phase of a run took.
+type phaseClock struct {
+	last  time.Time
+	attrs []any
+}
+
+func (p *phaseClock) lap(name string) {
+	now := time.Now()
+	p.attrs = append(p.attrs, name, now.Sub(p.last).Round(time.Microsecond))
+	p.last = now
 }

@@ -34,7 +34,7 @@ import (
 // Defaults of zero Options fields.
 const (
 	DefaultEnrollRetry  = time.Minute
-	DefaultClaimWait    = 20 * time.Second
+	DefaultClaimWait    = 10 * time.Second
 	DefaultKillGrace    = 10 * time.Second
 	DefaultMaxLogBytes  = 64 << 20
 	DefaultReceiptRetry = 10 * time.Minute
