@@ -166,21 +166,25 @@ type PolicyDecision struct {
 // DisclosureReport is what a dry run returns: everything the run would
 // disclose, with nothing stored.
 type DisclosureReport struct {
-	DryRun         bool                    `json:"dryRun"`
-	Agent          protocol.AgentSpec      `json:"agent"`
-	Pool           string                  `json:"pool"`
-	BaseRef        string                  `json:"baseRef"`
-	Files          int                     `json:"files"`      // files in the snapshot
-	TotalBytes     int64                   `json:"totalBytes"` // their total size
-	UntrackedPaths []string                `json:"untrackedPaths"`
-	DeniedPaths    []string                `json:"deniedPaths"`
-	Secrets        []protocol.SecretClaim  `json:"secrets"`
-	Network        protocol.NetworkPolicy  `json:"network"`
-	Budget         protocol.Budget         `json:"budget"`
-	Disclosure     string                  `json:"disclosure"`
-	Execution      *protocol.ExecutionSpec `json:"execution,omitempty"`
-	Isolation      string                  `json:"isolation"`
-	PolicyDecision PolicyDecision          `json:"policyDecision"`
+	DryRun     bool               `json:"dryRun"`
+	Agent      protocol.AgentSpec `json:"agent"`
+	Pool       string             `json:"pool"`
+	BaseRef    string             `json:"baseRef"`
+	Files      int                `json:"files"`      // files in the snapshot
+	TotalBytes int64              `json:"totalBytes"` // their total size
+	// SnapshotMissing is set when the plane does not hold the workspace
+	// snapshot (a dry run needs no upload): Files and TotalBytes are then 0
+	// and the caller, who has the capture, counts them itself.
+	SnapshotMissing bool                    `json:"snapshotMissing,omitempty"`
+	UntrackedPaths  []string                `json:"untrackedPaths"`
+	DeniedPaths     []string                `json:"deniedPaths"`
+	Secrets         []protocol.SecretClaim  `json:"secrets"`
+	Network         protocol.NetworkPolicy  `json:"network"`
+	Budget          protocol.Budget         `json:"budget"`
+	Disclosure      string                  `json:"disclosure"`
+	Execution       *protocol.ExecutionSpec `json:"execution,omitempty"`
+	Isolation       string                  `json:"isolation"`
+	PolicyDecision  PolicyDecision          `json:"policyDecision"`
 }
 
 // SubmitResponse is the reply to POST /v1/runs: the run, or for a dry run

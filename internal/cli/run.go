@@ -150,6 +150,9 @@ func (a *app) runRun(f runFlags, task string) error {
 		return explain(err, cfg)
 	}
 	if resp.DryRun != nil {
+		if resp.DryRun.SnapshotMissing { // nothing was uploaded: count from the capture
+			resp.DryRun.Files, resp.DryRun.TotalBytes = captured.Stats.Files, captured.Stats.Bytes
+		}
 		return a.reportDryRun(resp.DryRun)
 	}
 	run := resp.Run

@@ -25,6 +25,8 @@ type workspaceInfo struct {
 	set    map[string]struct{}
 	files  int   // files in the snapshot
 	bytes  int64 // their total size
+
+	snapshotMissing bool // dry runs: the plane does not hold the snapshot
 }
 
 // parsedSnapshot is the part of a parsed snapshot the plane keeps.

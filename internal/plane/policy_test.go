@@ -104,6 +104,21 @@ func TestPolicyAllowAndDryRun(t *testing.T) {
 	if run.State != protocol.StateCreated || *run.Contract.Budget.MaxSpendUSD != 5 {
 		t.Fatalf("run = %+v", run)
 	}
+	// A dry run needs nothing uploaded: without the snapshot it says so.
+	fresh := r
+	fresh.AllowHosts = nil
+	fresh.DryRun = true
+	fresh.Workspace.BundleHash = protocol.HashBytes([]byte("a snapshot the plane never saw"))
+	resp, err = req.SubmitRun(bg, fresh)
+	if err != nil {
+		t.Fatalf("dry run without uploads: %v", err)
+	}
+	if d := resp.DryRun; !d.SnapshotMissing || d.Files != 0 || d.PolicyDecision.Decision != "allow" {
+		t.Fatalf("dry run without uploads = %+v", d)
+	}
+	if d := resp.DryRun; d == nil {
+		t.Fatal("no report")
+	}
 	// "*" may not be requested.
 	r.AllowHosts = []string{"*"}
 	_, err = req.SubmitRun(bg, r)

@@ -150,20 +150,33 @@ func (p *Plane) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	id := info(r).who
 	var req client.RunRequest
-	if err := p.decode(w, r, &req, false); err != nil {
+	err := p.decode(w, r, &req, false)
+	if err != nil {
 		return err
 	}
 	if err := validateRequest(&req); err != nil {
 		return err
 	}
-	ws, err := p.workspaceOf(ctx, &req.Workspace)
-	if err != nil {
-		return err
-	}
-	if missing, err := p.store.MissingBlobs(ctx, ws.hashes); err != nil {
-		return err
-	} else if len(missing) > 0 {
-		return errf(client.CodeBlobMissing, "%d workspace blob(s) were never uploaded, first %s: upload them (POST /v1/blobs/missing, PUT /v1/blobs/{hash}) and submit again", len(missing), missing[0])
+	var ws *workspaceInfo
+	if req.DryRun {
+		// A dry run needs nothing uploaded: it counts the snapshot's files
+		// when the plane holds it.
+		if ws, err = p.workspaceOf(ctx, &req.Workspace); err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) || ae.code != client.CodeBlobMissing {
+				return err
+			}
+			ws = &workspaceInfo{snapshotMissing: true}
+		}
+	} else {
+		if ws, err = p.workspaceOf(ctx, &req.Workspace); err != nil {
+			return err
+		}
+		if missing, err := p.store.MissingBlobs(ctx, ws.hashes); err != nil {
+			return err
+		} else if len(missing) > 0 {
+			return errf(client.CodeBlobMissing, "%d workspace blob(s) were never uploaded, first %s: upload them (POST /v1/blobs/missing, PUT /v1/blobs/{hash}) and submit again", len(missing), missing[0])
+		}
 	}
 	pol, policyHash, err := p.currentPolicy(ctx)
 	if err != nil {
@@ -264,7 +277,7 @@ func (p *Plane) disclosure(req *client.RunRequest, ws *workspaceInfo, ev evaluat
 	}
 	return &client.DisclosureReport{
 		DryRun: true, Agent: req.Agent, Pool: req.Pool, BaseRef: req.Workspace.BaseRef,
-		Files: ws.files, TotalBytes: ws.bytes, UntrackedPaths: untracked, DeniedPaths: denied,
+		Files: ws.files, TotalBytes: ws.bytes, SnapshotMissing: ws.snapshotMissing, UntrackedPaths: untracked, DeniedPaths: denied,
 		Secrets: secrets, Network: network, Budget: ev.budget, Disclosure: req.Disclosure,
 		Execution: exec, Isolation: effectiveIsolation(req), PolicyDecision: ev.decision,
 	}
