@@ -999,6 +999,17 @@ func testExpireLeases(t *testing.T, s store.Store) {
 	if r3, _ := s.GetRun(ctx, "run_3"); r3.State != store.StateCreated {
 		t.Fatalf("queued run touched by lease expiry: %+v", r3)
 	}
+	// A runner that ended the chain but never completed: the lease still
+	// lapses, the run fails, and nothing is appended after the terminal
+	// event (the end function sees the terminal head).
+	r2, _ := s.GetRun(ctx, "run_2")
+	r2, err = s.AppendEvents(ctx, "run_2", hashOf("t2"), chain("run_2", r2.HeadHash, r2.EventCount, "run.completed"), at(30))
+	mustNil(t, err, "append terminal")
+	ended, err = s.ExpireLeases(ctx, at(50), endWith("session_failed"))
+	mustNil(t, err, "expire run_2")
+	if len(ended) != 1 || ended[0].ID != "run_2" || ended[0].State != store.StateFailed || ended[0].EventCount != r2.EventCount || ended[0].HeadType != "run.completed" {
+		t.Fatalf("expired run with a terminal head = %+v", ended)
+	}
 }
 
 func testExpireContracts(t *testing.T, s store.Store) {
