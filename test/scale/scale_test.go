@@ -57,12 +57,13 @@ func TestScaleOut(t *testing.T) {
 	env := append(os.Environ(), plane.MasterKeyEnv+"="+masterB64, "WARRANT_CONFIG_DIR="+filepath.Join(root, "config"))
 
 	// The first replica bootstraps the admin; the others find it in the
-	// database. Leases are short so a lost runner's runs end quickly.
+	// database. Leases are short so a lost runner's runs end quickly, and
+	// long enough that a runner starved of CPU on a busy machine keeps its.
 	planes := make([]*proc, replicas)
 	for i := range planes {
 		planes[i] = startProc(t, fmt.Sprintf("plane %d", i), bin, env, true, "plane", "serve",
 			"--store", conn, "--data", filepath.Join(root, fmt.Sprint("plane", i)), "--key", keyFile,
-			"--listen", "127.0.0.1:0", "--lease-ttl", "3s", "--heartbeat", "1s", "--log-level", "warn")
+			"--listen", "127.0.0.1:0", "--lease-ttl", "10s", "--heartbeat", "2s", "--log-level", "warn")
 	}
 	adminToken := readToken(t, filepath.Join(root, "plane0", plane.AdminTokenFile))
 	for i := 1; i < replicas; i++ {
@@ -79,7 +80,7 @@ func TestScaleOut(t *testing.T) {
 		t.Fatalf("a replica with another signing key started (exit %v):\n%s", stray.err, stray.logs)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	admins := make([]*client.Client, replicas)
 	for i, p := range planes {
@@ -100,13 +101,14 @@ func TestScaleOut(t *testing.T) {
 	trust := protocol.NewTrustStore()
 	trust.Add(protocol.SignerPlane, planeKey)
 	runnerDirs := make([]string, runnersN)
+	runnerProcs := make([]*proc, runnersN)
 	for i := range runnersN {
 		et, err := admins[i%replicas].CreateEnrollToken(ctx, client.EnrollTokenRequest{Pool: "default"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		runnerDirs[i] = filepath.Join(root, fmt.Sprint("runner", i))
-		startProc(t, fmt.Sprintf("runner %d (plane %d)", i, i%replicas), bin, append(env, "WARRANT_PLANE="+planes[i%replicas].url), false,
+		runnerProcs[i] = startProc(t, fmt.Sprintf("runner %d (plane %d)", i, i%replicas), bin, append(env, "WARRANT_PLANE="+planes[i%replicas].url), false,
 			"runner", "start", "--pool", "default", "--enroll-token", et.Token, "--data", runnerDirs[i],
 			"--name", fmt.Sprint("scale-runner-", i), "--concurrency", fmt.Sprint(sessionsPerRunner), "--log-level", "warn")
 	}
@@ -212,6 +214,21 @@ func TestScaleOut(t *testing.T) {
 		t.Fatal("the replica was never killed")
 	}
 	elapsed := time.Since(start)
+	// The killed replica's runners cannot finish anything: kill them; the
+	// others drain in parallel.
+	var swg sync.WaitGroup
+	for i, p := range runnerProcs {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			if i%replicas == victim {
+				p.kill9()
+			} else {
+				p.stop()
+			}
+		}()
+	}
+	swg.Wait()
 
 	// Every run the database holds, through a survivor.
 	survivor := admins[0]
