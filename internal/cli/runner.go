@@ -32,6 +32,7 @@ type runnerStartFlags struct {
 	pool        string
 	enrollToken string
 	dataDir     string
+	workDir     string
 	name        string
 	concurrency int
 	enrollRetry time.Duration
@@ -62,6 +63,7 @@ second signal kills the sessions at once.`,
 	fl.StringVar(&f.pool, "pool", "default", "runner pool to enroll into")
 	fl.StringVar(&f.enrollToken, "enroll-token", "", "one-time enroll token (default $WARRANT_ENROLL_TOKEN); needed only on the first start")
 	fl.StringVar(&f.dataDir, "data", "", "data directory for the runner key, identity and sessions (default <user config dir>/warrant/runner)")
+	fl.StringVar(&f.workDir, "work-dir", "", "directory for session workspaces and logs (default: inside --data); a fast disk or tmpfs speeds sessions up")
 	fl.StringVar(&f.name, "name", "", "name shown in the plane's runner list (default the host name)")
 	fl.IntVar(&f.concurrency, "concurrency", 1, "runs executed at the same time")
 	fl.DurationVar(&f.enrollRetry, "enroll-retry", runner.DefaultEnrollRetry, "how long to retry enrollment while the plane is unreachable")
@@ -109,6 +111,7 @@ func (a *app) runnerStart(f runnerStartFlags) error {
 		PlaneURL:    cfg.Plane,
 		Pool:        f.pool,
 		DataDir:     f.dataDir,
+		WorkDir:     f.workDir,
 		EnrollToken: f.enrollToken,
 		Name:        f.name,
 		Concurrency: f.concurrency,

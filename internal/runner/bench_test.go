@@ -61,7 +61,7 @@ func (tl *timeline) hooks() runner.Hooks {
 // benchRunner starts a warm in-process runner.
 func benchRunner(b *testing.B, tp *testutil.TestPlane, concurrency int, tl *timeline) {
 	r, err := runner.New(runner.Options{
-		PlaneURL: tp.URL, Pool: "default", DataDir: b.TempDir(), EnrollToken: tp.EnrollToken("default"),
+		PlaneURL: tp.URL, Pool: "default", DataDir: b.TempDir(), WorkDir: benchWorkDir(b), EnrollToken: tp.EnrollToken("default"),
 		Concurrency: concurrency, Backends: []session.Backend{process.New(process.Options{})}, WarrantPath: warrantBin,
 		Hooks: tl.hooks(), ClaimWait: time.Second,
 	})
@@ -239,4 +239,20 @@ func vmRSS(b *testing.B, pid int) int64 {
 	}
 	b.Fatal("no VmRSS")
 	return 0
+}
+
+// benchWorkDir is the runner's work directory: $WARRANT_BENCH_DIR
+// when set (e.g. a tmpfs, to see what the disk costs), else a temporary
+// directory.
+func benchWorkDir(b *testing.B) string {
+	base := os.Getenv("WARRANT_BENCH_DIR")
+	if base == "" {
+		return b.TempDir()
+	}
+	dir, err := os.MkdirTemp(base, "runner-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }

@@ -460,7 +460,7 @@ func (x *runExec) receipt(out outcome) (*protocol.Receipt, error) {
 
 // sessionDir makes the run's private directory under the data directory.
 func (x *runExec) sessionDir() (string, error) {
-	base := filepath.Join(x.r.opts.DataDir, "sessions")
+	base := x.r.sessionsRoot()
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		return "", fmt.Errorf("session directory: %w", err)
 	}

@@ -326,3 +326,26 @@ func TestEnrollmentRetriesUntilThePlaneIsUp(t *testing.T) {
 	}
 	verifiedBundle(t, tp, id)
 }
+
+func TestSessionsLiveInTheWorkDir(t *testing.T) {
+	t.Parallel()
+	tp := testutil.StartPlane(t)
+	work := t.TempDir()
+	tr := startRunner(t, tp, func(o *runner.Options) { o.WorkDir = work })
+	id := submit(t, tp.Admin, commandRun("pwd"))
+	if run := waitEnded(t, tp.Admin, id); run.State != protocol.StateCompleted {
+		t.Fatalf("run %s %+v", run.State, run.Failure)
+	}
+	b, _ := verifiedBundle(t, tp, id)
+	ident, err := tr.Enroll(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := filepath.EvalSymlinks(filepath.Join(work, "warrant-"+ident.RunnerID))
+	if log := strings.TrimSpace(string(artifact(t, tp, b.Events, "log"))); !strings.HasPrefix(log, root+string(filepath.Separator)+id+"-") {
+		t.Fatalf("session ran in %q, not under %q", log, root)
+	}
+	if entries, err := os.ReadDir(root); err != nil || len(entries) != 0 {
+		t.Fatalf("work dir after the run: %v %v", entries, err)
+	}
+}

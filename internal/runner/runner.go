@@ -47,8 +47,13 @@ type Options struct {
 	PlaneURL string
 	// Pool is the pool to enroll into (the identity's pool wins later).
 	Pool string
-	// DataDir holds the runner's key, identity and session directories.
+	// DataDir holds the runner's key, identity and (unless WorkDir is
+	// set) session directories.
 	DataDir string
+	// WorkDir, when set, is where session directories (workspace, log,
+	// scratch home) are made instead of DataDir: for example a fast disk or
+	// a tmpfs. The runner uses its own subdirectory, warrant-<runner id>.
+	WorkDir string
 	// EnrollToken enrolls the runner when DataDir has no identity yet.
 	EnrollToken string
 	// Name is an optional human name shown in the runner list.
@@ -269,7 +274,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	// Session directories left by a runner that died are of runs whose
 	// leases have lapsed: nothing will use them.
-	removeAll(filepath.Join(r.opts.DataDir, "sessions"), r.log)
+	removeAll(r.sessionsRoot(), r.log)
 	slots := make(chan struct{}, r.opts.Concurrency)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -347,4 +352,12 @@ func sleep(ctx context.Context, stop <-chan struct{}, d time.Duration) bool {
 	case <-stop:
 		return false
 	}
+}
+
+// sessionsRoot is the directory holding this runner's session directories.
+func (r *Runner) sessionsRoot() string {
+	if r.opts.WorkDir == "" {
+		return filepath.Join(r.opts.DataDir, "sessions")
+	}
+	return filepath.Join(r.opts.WorkDir, "warrant-"+r.id.RunnerID)
 }
