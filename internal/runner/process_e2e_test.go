@@ -349,3 +349,30 @@ func TestSessionsLiveInTheWorkDir(t *testing.T) {
 		t.Fatalf("work dir after the run: %v %v", entries, err)
 	}
 }
+
+func TestStopEndsAnEnrollmentWaitingForThePlane(t *testing.T) {
+	t.Parallel()
+	tp := testutil.StartPlane(t)
+	tr := newRunner(t, tp, func(o *runner.Options) {
+		o.PlaneURL = "http://" + freeAddr(t)
+		o.EnrollRetry = time.Hour
+	})
+	done := make(chan error, 1)
+	go func() { done <- tr.Run(context.Background()) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(tr.Log.String(), "retrying enrollment") {
+		if time.Now().After(deadline) {
+			t.Fatal("the runner never retried enrollment")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tr.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after Stop = %v, want nil", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Stop did not end the enrollment")
+	}
+}

@@ -269,7 +269,23 @@ func (r *Runner) Run(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
-	if _, err := r.Enroll(ctx); err != nil {
+	// Stop also ends an enrollment still waiting for the plane: nothing
+	// has been claimed yet, so there is nothing to drain.
+	enrollCtx, cancelEnroll := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-r.stopping:
+			cancelEnroll()
+		case <-enrollCtx.Done():
+		}
+	}()
+	_, err = r.Enroll(enrollCtx)
+	cancelEnroll()
+	if err != nil {
+		if r.stopped() && ctx.Err() == nil {
+			r.log.Info("runner stopped before it was enrolled")
+			return nil
+		}
 		return err
 	}
 	// Session directories left by a runner that died are of runs whose
