@@ -32,6 +32,9 @@ func open(t *testing.T, conn string) *postgres.Store {
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T) store.Store {
+		// Every subtest has its own schema: they may run side by side
+		// (most of their time is spent creating the schema).
+		t.Parallel()
 		return open(t, pgtest.Schema(t))
 	})
 }
@@ -39,6 +42,7 @@ func TestConformance(t *testing.T) {
 func TestBlobStoreConformance(t *testing.T) {
 	t.Parallel()
 	storetest.RunBlobStore(t, func(t *testing.T) store.BlobStore {
+		t.Parallel()
 		s := open(t, pgtest.Schema(t))
 		t.Cleanup(func() { s.Close() })
 		return postgres.NewBlobStore(s.Pool(), 0)
