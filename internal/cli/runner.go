@@ -24,7 +24,7 @@ func newRunnerCmd(a *app) *cobra.Command {
 		Short: "Run a runner that claims and executes runs for a pool",
 		Args:  noArgs,
 	}
-	cmd.AddCommand(a.runnerStartCmd(), a.runnerDoctorCmd())
+	cmd.AddCommand(a.runnerStartCmd(), a.runnerDoctorCmd(), a.runnerEnrollTokenCmd(), a.runnerListCmd(), a.runnerRevokeCmd())
 	return cmd
 }
 
