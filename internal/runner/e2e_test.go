@@ -421,3 +421,38 @@ func TestTimeoutLogCapAndCancelKillTheProcessTree(t *testing.T) {
 		t.Fatalf("capped log: %d bytes before the marker (found %v)", len(head), ok)
 	}
 }
+
+func TestEventsAreVisibleWhileTheSessionRuns(t *testing.T) {
+	t.Parallel()
+	tp := testutil.StartPlane(t)
+	startRunner(t, tp)
+	release := filepath.Join(t.TempDir(), "release")
+	script := `"$WARRANT" agent mock "network check"; while [ ! -f "$RELEASE" ]; do sleep 0.02; done`
+	id := submit(t, tp.Admin, client.RunRequest{Agent: protocol.AgentSpec{Kind: protocol.AgentCommand}, Prompt: script,
+		Execution: &protocol.ExecutionSpec{Kind: protocol.ExecShell, Script: script,
+			Env: &protocol.ExecutionEnv{Vars: map[string]string{"WARRANT": warrantBin, "RELEASE": release}}}})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		evs, err := tp.Admin.Events(context.Background(), id, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := payloads[protocol.NetworkConnected](t, evs.Events); len(n) == 1 {
+			if evs.State != protocol.StateRunning {
+				t.Fatalf("state %s while the session waits", evs.State)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no network.connected event on the plane while the session runs: %v", eventTypes(evs.Events))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if run := waitEnded(t, tp.Admin, id); run.State != protocol.StateCompleted {
+		t.Fatalf("run %s %+v", run.State, run.Failure)
+	}
+	verifiedBundle(t, tp, id)
+}
