@@ -151,9 +151,10 @@ func TestKilledRunnerLeaseExpiresAndRunNeverRunsTwice(t *testing.T) {
 	}
 	assertDead(t, leader)
 
-	// Another runner of the pool claims new work but never this run.
+	// Another runner of the pool claims new work but never this run. The
+	// new run outlives the 3 s lease: heartbeats keep it alive.
 	second := startRunner(t, tp)
-	next := submit(t, tp.Admin, commandRun("echo second"))
+	next := submit(t, tp.Admin, commandRun("sleep 4; echo second"))
 	if r := waitEnded(t, tp.Admin, next); r.State != protocol.StateCompleted {
 		t.Fatalf("next run %s", r.State)
 	}
