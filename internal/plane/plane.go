@@ -166,7 +166,7 @@ func New(ctx context.Context, cfg Config) (*Plane, error) {
 		return nil, err
 	}
 	p := &Plane{
-		cfg: cfg, store: cfg.Store, blobs: cfg.Blobs, log: cfg.Logger, clock: cfg.Clock, notify: cfg.Notifier,
+		cfg: cfg, store: cfg.Store, blobs: cfg.Blobs, log: cfg.Logger, clock: cfg.Clock, notify: runsNotifier{cfg.Notifier},
 		key: cfg.Key, sealer: s, limiter: newRateLimiter(cfg.RateLimit, cfg.RateBurst), snaps: newSnapshotCache(snapshotCacheHashes),
 		drainCh: make(chan struct{}),
 	}

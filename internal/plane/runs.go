@@ -235,6 +235,8 @@ func (p *Plane) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	p.log.Info("run submitted", "runId", runID, "requestId", info(r).id, "decision", ev.decision.Decision, "pool", req.Pool, "agent", req.Agent.Kind, "secrets", req.Secrets)
 	if run.State == store.StateCreated {
 		p.notify.Publish(poolTopic(run.Pool))
+	} else {
+		p.notify.Publish(runTopic(run.ID)) // wakes run-list streams
 	}
 	stored2, err := p.store.GetRun(ctx, runID)
 	if err != nil {

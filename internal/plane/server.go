@@ -42,6 +42,7 @@ func (p *Plane) Handler() http.Handler {
 
 	rt("POST /v1/runs", authRequester, p.handleSubmit)
 	rt("GET /v1/runs", authAnyPrincipal, p.handleListRuns)
+	rt("GET /v1/runs/stream", authAnyPrincipal, p.handleRunsStream)
 	rt("GET /v1/runs/{id}", authAnyPrincipal, p.handleGetRun)
 	rt("GET /v1/runs/{id}/events", authAnyPrincipal, p.handleEvents)
 	rt("GET /v1/runs/{id}/events/stream", authAnyPrincipal, p.handleStream)
