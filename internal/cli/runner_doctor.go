@@ -34,7 +34,7 @@ type isolationFlags struct {
 
 func (f *isolationFlags) register(fl *pflag.FlagSet) {
 	fl.StringSliceVar(&f.require, "isolation-tiers", nil, "isolation tiers the runner must offer (process, namespace); it refuses to start if one is unavailable (default: process, plus namespace when this host supports it)")
-	fl.StringVar(&f.cgroupParent, "cgroup-parent", "", "cgroup under which namespace sessions get theirs: relative to the runner's own cgroup, or absolute (default \""+namespace.DefaultCgroupParent+"\")")
+	fl.StringVar(&f.cgroupParent, "cgroup-parent", "", "cgroup under which namespace sessions get theirs: relative to the runner's own cgroup, or absolute (default: the runner's own cgroup)")
 	fl.StringVar(&f.memory, "session-memory", "", "memory limit of a namespace session, e.g. 512MiB or 2GiB (default 2GiB)")
 	fl.Int64Var(&f.pids, "session-pids", 0, "process limit of a namespace session (default 512)")
 	fl.Float64Var(&f.cpus, "session-cpus", 0, "CPU limit of a namespace session, in CPUs (default 2)")

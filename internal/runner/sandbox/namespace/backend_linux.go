@@ -90,9 +90,7 @@ func New(opts Options) (*Backend, error) {
 	if b.readOnly == nil {
 		b.readOnly = DefaultReadOnlyPaths
 	}
-	if b.opts.CgroupParent == "" {
-		b.opts.CgroupParent = DefaultCgroupParent
-	}
+	layout.removeStale(b.opts.CgroupParent, time.Now().Add(-staleAfter))
 	if b.opts.Hostname == "" {
 		b.opts.Hostname = DefaultHostname
 	}
@@ -432,8 +430,17 @@ func chownTree(root string, uid, gid int) error {
 	})
 }
 
-// cgroupName is the session's cgroup name: the run id (for whoever reads
-// the cgroup tree) and a random suffix (two sessions never share one).
+// cgroupPrefix starts every session cgroup's name.
+const cgroupPrefix = "warrant-"
+
+// staleAfter is the age past which an empty session cgroup is taken for
+// the leftover of a runner that died (a live session's is never empty for
+// longer than its set-up takes).
+const staleAfter = time.Minute
+
+// cgroupName is the session's cgroup name: the prefix, the run id (for
+// whoever reads the cgroup tree) and a random suffix (two sessions never
+// share one).
 func cgroupName(runID string) string {
 	var b strings.Builder
 	for _, r := range runID {
@@ -450,7 +457,7 @@ func cgroupName(runID string) string {
 	if name == "" {
 		name = "session"
 	}
-	return name + "-" + hex.EncodeToString(suffix)
+	return cgroupPrefix + name + "-" + hex.EncodeToString(suffix)
 }
 
 var _ session.Backend = (*Backend)(nil)

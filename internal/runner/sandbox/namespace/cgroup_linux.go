@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -45,6 +46,16 @@ func (h *hierarchy) dir(p string) (string, error) {
 type cgroupLayout struct {
 	controllers map[string]*hierarchy // memory, pids, cpu → their hierarchy
 	unified     *hierarchy            // the v2 hierarchy, if mounted
+}
+
+// Parent directories this process made for session cgroups are removed
+// when its last session ends, so the host's cgroup tree is left as found.
+// The bookkeeping is per process: every backend of a runner shares the
+// same parents.
+var parents struct {
+	sync.Mutex
+	live int             // sessions made and not yet removed
+	made map[string]bool // parent directories made
 }
 
 // errNoController is wrapped by detectCgroups' reasons.
@@ -180,6 +191,9 @@ func parseProcCgroup(data []byte) (v1 map[string]string, v2 string) {
 // parentPath resolves the configured parent within a hierarchy: absolute
 // as given, relative under the runner's own cgroup.
 func parentPath(h *hierarchy, parent string) string {
+	if parent == "" {
+		return h.own
+	}
 	if strings.HasPrefix(parent, "/") {
 		return path.Clean(parent)
 	}
@@ -192,17 +206,71 @@ type sessionCgroup struct {
 	byCtl    map[string]string // controller → directory
 	versions map[string]int    // controller → 1 or 2
 	unified  string            // the v2 directory, if any
+	parents  []string          // parent directories made for it, outermost first
 	limits   Limits
+}
+
+// mkdirParents makes dir and its missing ancestors, recording the ones it
+// made.
+func (cg *sessionCgroup) mkdirParents(dir string) error {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
+			return err
+		}
+		missing = append(missing, d)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		err := os.Mkdir(missing[i], 0o755)
+		if err == nil {
+			cg.parents = append(cg.parents, missing[i])
+		} else if !errors.Is(err, os.ErrExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // createSession makes the session's cgroups under parent, named name, with
 // the limits written. On error nothing is left behind.
+//
+// Parent directories it has to make are removed again when the process's
+// last session ends. Another process's runner removing a parent
+// just made is why making the directories is retried.
 func (l *cgroupLayout) createSession(parent, name string, lim Limits) (*sessionCgroup, error) {
+	parents.Lock()
+	defer parents.Unlock()
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var cg *sessionCgroup
+		if cg, err = l.tryCreateSession(parent, name, lim); err == nil {
+			parents.live++
+			if parents.made == nil {
+				parents.made = map[string]bool{}
+			}
+			for _, p := range cg.parents {
+				parents.made[p] = true
+			}
+			return cg, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
+	return nil, err
+}
+
+func (l *cgroupLayout) tryCreateSession(parent, name string, lim Limits) (*sessionCgroup, error) {
 	cg := &sessionCgroup{byCtl: map[string]string{}, versions: map[string]int{}, limits: lim}
 	made := false
 	defer func() {
 		if !made {
-			_ = cg.remove()
+			_ = cg.removeDirs()
+			for i := len(cg.parents) - 1; i >= 0; i-- {
+				_ = syscall.Rmdir(cg.parents[i])
+			}
 		}
 	}()
 	v2Controllers := []string{}
@@ -212,7 +280,7 @@ func (l *cgroupLayout) createSession(parent, name string, lim Limits) (*sessionC
 		}
 	}
 	if l.unified != nil {
-		d, err := l.makeUnified(parent, name, v2Controllers)
+		d, err := l.makeUnified(cg, parent, name, v2Controllers)
 		if err != nil {
 			if len(v2Controllers) > 0 {
 				return nil, err
@@ -239,7 +307,7 @@ func (l *cgroupLayout) createSession(parent, name string, lim Limits) (*sessionC
 			return nil, err
 		}
 		if !slices.Contains(cg.dirs, d) {
-			if err := os.MkdirAll(filepath.Dir(d), 0o755); err != nil {
+			if err := cg.mkdirParents(filepath.Dir(d)); err != nil {
 				return nil, fmt.Errorf("cgroup %s: %w", c, err)
 			}
 			if err := os.Mkdir(d, 0o755); err != nil {
@@ -261,7 +329,7 @@ func (l *cgroupLayout) createSession(parent, name string, lim Limits) (*sessionC
 // cannot pass controllers to children: if the runner's own cgroup does,
 // the runner moves itself into a "runner" leaf beside the sessions (what a
 // systemd unit with Delegate=yes expects).
-func (l *cgroupLayout) makeUnified(parent, name string, controllers []string) (string, error) {
+func (l *cgroupLayout) makeUnified(cg *sessionCgroup, parent, name string, controllers []string) (string, error) {
 	h := l.unified
 	p := parentPath(h, parent)
 	base := h.own
@@ -289,7 +357,10 @@ func (l *cgroupLayout) makeUnified(parent, name string, controllers []string) (s
 			return "", err
 		}
 		if i > 0 {
-			if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			err := os.Mkdir(d, 0o755)
+			if err == nil {
+				cg.parents = append(cg.parents, d)
+			} else if !errors.Is(err, os.ErrExist) {
 				return "", fmt.Errorf("cgroup v2 %s: %w", lvl, err)
 			}
 		}
@@ -449,9 +520,61 @@ func (cg *sessionCgroup) kill() {
 	}
 }
 
+// removeStale removes the empty session cgroups under parent, last
+// changed before cutoff, that a runner which died left behind. A cgroup
+// with processes cannot be removed, so a live session's is safe.
+func (l *cgroupLayout) removeStale(parent string, cutoff time.Time) {
+	seen := map[string]bool{}
+	for _, h := range append([]*hierarchy{l.unified}, l.controllers["memory"], l.controllers["pids"], l.controllers["cpu"]) {
+		if h == nil {
+			continue
+		}
+		dir, err := h.dir(parentPath(h, parent))
+		if err != nil || seen[dir] {
+			continue
+		}
+		seen[dir] = true
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() || !strings.HasPrefix(e.Name(), cgroupPrefix) {
+				continue
+			}
+			if fi, err := e.Info(); err == nil && fi.ModTime().Before(cutoff) {
+				_ = syscall.Rmdir(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+}
+
 // remove deletes the session's cgroups, retrying while the kernel finishes
-// tearing down their last processes.
+// tearing down their last processes, and, when it was the process's last
+// session, the parent directories made for them.
 func (cg *sessionCgroup) remove() error {
+	err := cg.removeDirs()
+	parents.Lock()
+	defer parents.Unlock()
+	parents.live--
+	if parents.live == 0 {
+		made := make([]string, 0, len(parents.made))
+		for p := range parents.made {
+			made = append(made, p)
+		}
+		// Deepest first; one still in use (another process's session)
+		// stays, and is tried again next time.
+		slices.SortFunc(made, func(a, b string) int { return len(b) - len(a) })
+		for _, p := range made {
+			if rmErr := syscall.Rmdir(p); rmErr == nil || errors.Is(rmErr, syscall.ENOENT) {
+				delete(parents.made, p)
+			}
+		}
+	}
+	return err
+}
+
+func (cg *sessionCgroup) removeDirs() error {
 	var errs []error
 	for _, d := range cg.dirs {
 		deadline := time.Now().Add(2 * time.Second)

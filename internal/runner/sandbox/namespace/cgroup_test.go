@@ -219,9 +219,58 @@ func TestSessionCgroupOnThisHost(t *testing.T) {
 	if err := cg.remove(); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range cg.dirs {
+	for _, d := range append(cg.dirs, cg.parents...) {
 		if _, err := os.Stat(d); !os.IsNotExist(err) {
-			t.Errorf("%s still exists: %v", d, err)
+			t.Errorf("%s still exists: %v (the host's cgroup tree must be left as found)", d, err)
+		}
+	}
+}
+
+// TestStaleSessionCgroupsAreRemoved: what a runner that died left behind
+// goes; a fresh one (a session being set up) and a populated one stay.
+func TestStaleSessionCgroupsAreRemoved(t *testing.T) {
+	requireNamespaces(t)
+	layout, _, err := detectCgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := layout.controllers["pids"]
+	own, err := h.dir(h.own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	mk := func(name string, at time.Time) string {
+		d := filepath.Join(own, name)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = syscall.Rmdir(d) })
+		if err := os.Chtimes(d, at, at); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	stale := mk(cgroupName("run_stale"), old)
+	fresh := mk(cgroupName("run_fresh"), time.Now())
+	busy := mk(cgroupName("run_busy"), old)
+	other := mk("someone-elses-"+cgroupName("x"), old)
+	sleep := exec.Command("sleep", "1000")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleep.Process.Kill(); sleep.Wait() }()
+	if err := writeFile(filepath.Join(busy, "cgroup.procs"), strconv.Itoa(sleep.Process.Pid)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(busy, old, old); err != nil {
+		t.Fatal(err)
+	}
+
+	layout.removeStale(DefaultCgroupParent, time.Now().Add(-staleAfter))
+	for d, want := range map[string]bool{stale: false, fresh: true, busy: true, other: true} {
+		if _, err := os.Stat(d); (err == nil) != want {
+			t.Errorf("%s exists: %v, want %v", filepath.Base(d), err == nil, want)
 		}
 	}
 }

@@ -62,18 +62,18 @@ func helperMain(args []string) int {
 		}
 		c.Close()
 		fmt.Printf("tcp %s: CONNECTED\n", args[1])
-	case "dns": // dns NAME: the resolver, then a raw query to a public server
+	case "dns": // dns NAME SERVER: the resolver, then a query sent to SERVER:53 directly
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		addrs, err := net.DefaultResolver.LookupHost(ctx, args[1])
 		fmt.Printf("lookup %s: %v %v\n", args[1], addrs, err)
-		c, err := net.DialTimeout("udp", "8.8.8.8:53", 3*time.Second)
+		c, err := net.DialTimeout("udp", args[2]+":53", 3*time.Second)
 		if err == nil {
 			_, err = c.Write([]byte{0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0})
 			c.Close()
 		}
-		fmt.Printf("udp 8.8.8.8:53: %v\n", err)
-	case "raw": // raw and ICMP sockets
+		fmt.Printf("udp dns: %v\n", err)
+	case "raw": // raw ADDR: raw and ICMP sockets, an echo request to ADDR
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP)
 		fmt.Printf("raw socket: %v\n", errOrOK(err))
 		if err == nil {
@@ -82,7 +82,9 @@ func helperMain(args []string) int {
 		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP)
 		fmt.Printf("icmp socket: %v\n", errOrOK(err))
 		if err == nil {
-			err = unix.Sendto(fd, []byte{8, 0, 0, 0, 0, 0, 0, 0}, 0, &unix.SockaddrInet4{Addr: [4]byte{1, 1, 1, 1}})
+			to := &unix.SockaddrInet4{}
+			copy(to.Addr[:], net.ParseIP(args[1]).To4())
+			err = unix.Sendto(fd, []byte{8, 0, 0, 0, 0, 0, 0, 0}, 0, to)
 			fmt.Printf("icmp send: %v\n", errOrOK(err))
 			unix.Close(fd)
 		}

@@ -182,6 +182,10 @@ func TestDirectNetworkHasNoRoute(t *testing.T) {
 		}
 	}()
 	b := newBackend(t, Options{})
+	// Every target is the runner's loopback or a network namespace this
+	// test makes: were the sandbox broken, nothing would leave the host.
+	tn := nstest.NewTestNet(t)
+	outside := tn.ServerIP.String()
 
 	t.Run("TCP to the host's loopback", func(t *testing.T) {
 		r := run(t, b, helper("tcp", host.Addr().String()), runOpts{})
@@ -193,16 +197,16 @@ func TestDirectNetworkHasNoRoute(t *testing.T) {
 		}
 	})
 	t.Run("DNS", func(t *testing.T) {
-		r := run(t, b, helper("dns", "example.com"), runOpts{}).ok(t)
+		r := run(t, b, helper("dns", "example.com", outside), runOpts{}).ok(t)
 		if !strings.Contains(r.log, "lookup example.com: [] ") || strings.Contains(r.log, "lookup example.com: [] <nil>") {
 			t.Fatalf("the name resolved:\n%s", r.log)
 		}
-		if !strings.Contains(r.log, "udp 8.8.8.8:53: dial udp 8.8.8.8:53: connect: network is unreachable") {
+		if !strings.Contains(r.log, "udp dns: dial udp "+outside+":53: connect: network is unreachable") {
 			t.Fatalf("a raw DNS query found a route:\n%s", r.log)
 		}
 	})
 	t.Run("raw and ICMP sockets", func(t *testing.T) {
-		r := run(t, b, helper("raw"), runOpts{}).ok(t)
+		r := run(t, b, helper("raw", outside), runOpts{}).ok(t)
 		if !strings.Contains(r.log, "raw socket: operation not permitted") {
 			t.Fatalf("a raw socket was opened:\n%s", r.log)
 		}
@@ -302,7 +306,7 @@ func TestProxyRefusesTheHostLoopback(t *testing.T) {
 
 func TestForkBombIsContained(t *testing.T) {
 	b := newBackend(t, Options{Limits: Limits{Pids: 64, CPUs: 0.5}})
-	c := shell(`bomb() { bomb | bomb & }; bomb; sleep 30`)
+	c := shell(`bomb() { bomb | bomb & }; bomb; while :; do :; done`) // no fork after the bomb: the loop is a builtin
 	c.Execution.TimeoutMs = ptr(int64(2000))
 	r := run(t, b, c, runOpts{})
 	if r.runErr != nil || r.res.End != session.TimedOut {
@@ -440,3 +444,20 @@ func TestProbe(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 var _ = time.Second
+
+// Without the egress proxy (env.egressProxy false) a namespace session
+// has no network at all, rather than an unrecorded one.
+func TestNoEgressProxyMeansNoNetwork(t *testing.T) {
+	requireNamespaces(t)
+	tn := nstest.NewTestNet(t)
+	off := false
+	c := shell(`env | grep -i _proxy || echo no-proxy-variables; curl -sS --max-time 3 ` + tn.URL + ` || echo no-network`)
+	c.Execution.Env = &protocol.ExecutionEnv{EgressProxy: &off}
+	r := run(t, newBackend(t, Options{}), c, runOpts{}).ok(t)
+	if !strings.Contains(r.log, "no-proxy-variables") || !strings.Contains(r.log, "no-network") || tn.Hits() != 0 {
+		t.Fatalf("log %q", r.log)
+	}
+	if got := r.rec.network(); len(got) != 0 {
+		t.Fatalf("events %+v", got)
+	}
+}

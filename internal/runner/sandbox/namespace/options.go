@@ -56,9 +56,10 @@ var DefaultReadOnlyPaths = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "
 // (nobody): a session never holds the runner's own identity.
 const DefaultSandboxID = 65534
 
-// DefaultCgroupParent is where session cgroups are made, under the
-// runner's own cgroup in each hierarchy.
-const DefaultCgroupParent = "warrant"
+// DefaultCgroupParent is where session cgroups are made: "" puts them
+// directly in the runner's own cgroup, in each hierarchy, so a runner
+// shares no cgroup directory with any other process.
+const DefaultCgroupParent = ""
 
 // DefaultHostname is the session's host name (its own UTS namespace).
 const DefaultHostname = "warrant-session"
@@ -86,7 +87,9 @@ type Options struct {
 	// CgroupParent is the cgroup, in every hierarchy, under which session
 	// cgroups are made: relative to the runner's own cgroup, or absolute
 	// (from the hierarchy's root) when it starts with "/". Empty means
-	// DefaultCgroupParent. A runner that is not root needs it delegated.
+	// the runner's own cgroup. A runner that is not root needs it
+	// delegated. Directories the runner has to make for it are removed
+	// when its last session ends.
 	CgroupParent string
 	// ReadOnlyPaths replaces DefaultReadOnlyPaths.
 	ReadOnlyPaths []string

@@ -170,9 +170,6 @@ func describeController(l *cgroupLayout, c, parent string) string {
 		return ""
 	}
 	h := l.controllers[c]
-	if parent == "" {
-		parent = DefaultCgroupParent
-	}
 	d, err := h.dir(parentPath(h, parent))
 	if err != nil {
 		d = err.Error()

@@ -100,7 +100,7 @@ func TestUnprivilegedRunner(t *testing.T) {
 	}
 	tag := make([]byte, 4)
 	_, _ = rand.Read(tag)
-	name := "warrant-unpriv-" + hex.EncodeToString(tag)
+	name := "wtest-unpriv-" + hex.EncodeToString(tag)
 	var delegated []string
 	hs := []*hierarchy{layout.controllers["memory"], layout.controllers["pids"], layout.controllers["cpu"]}
 	if layout.unified != nil {
@@ -126,7 +126,6 @@ func TestUnprivilegedRunner(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		for _, d := range delegated {
-			_ = syscall.Rmdir(filepath.Join(d, DefaultCgroupParent))
 			_ = syscall.Rmdir(d)
 		}
 	})
