@@ -3,11 +3,14 @@ package runner_test
 import (
 	"context"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 
 	"warrant.dev/warrant/internal/runner/sandbox/namespace"
 	"warrant.dev/warrant/internal/runner/session"
+	"warrant.dev/warrant/internal/testutil"
+	"warrant.dev/warrant/protocol"
 )
 
 // namespaceSuite is the test under which isolationFor says "namespace".
@@ -77,5 +80,34 @@ func TestEndToEndSuiteOnNamespace(t *testing.T) {
 	}
 	for _, c := range suite {
 		t.Run(c.name, c.test)
+	}
+}
+
+// TestChildRunnerRequiringNamespace starts `warrant runner start
+// --isolation-tiers namespace` as a child process, as an operator would:
+// it probes the tier, offers it, and runs a namespace run with the real
+// binary as the session's init and the mock agent inside.
+func TestChildRunnerRequiringNamespace(t *testing.T) {
+	t.Parallel()
+	requireNamespaceTier(t)
+	tp := testutil.StartPlane(t)
+	child := startChild(t, tp.URL, t.TempDir(), tp.EnrollToken("default"), "--isolation-tiers", "namespace", "--session-memory", "512MiB", "--session-pids", "256")
+	req := mockRun("write a note")
+	req.Isolation = protocol.IsolationNamespace
+	id := submit(t, tp.Admin, req)
+	run := waitEnded(t, tp.Admin, id)
+	if run.State != protocol.StateCompleted {
+		t.Fatalf("run %s %+v\n%s", run.State, run.Failure, child.stderr.String())
+	}
+	b, _ := verifiedBundle(t, tp, id)
+	if b.Receipt.Runner.Isolation != protocol.IsolationNamespace {
+		t.Fatalf("receipt isolation %q", b.Receipt.Runner.Isolation)
+	}
+	if diff := string(artifact(t, tp, b.Events, "diff")); !strings.Contains(diff, "+write a note") {
+		t.Fatalf("diff %q", diff)
+	}
+	log := child.stderr.String()
+	if !strings.Contains(log, "namespace isolation tier available") || !strings.Contains(log, "memory_bytes=536870912") || !strings.Contains(log, `tiers="[namespace process]"`) {
+		t.Fatalf("runner log:\n%s", log)
 	}
 }
