@@ -136,7 +136,7 @@ func (r *Runner) enroll(ctx context.Context, key *protocol.PrivateKey) (*Identit
 		var api *client.APIError
 		if errors.As(err, &api) && api.Code != client.CodeUnavailable {
 			if api.Code == client.CodeUnauthenticated {
-				return nil, fmt.Errorf("%w: %s; ask an admin for a new enroll token for pool %q", ErrEnrollRefused, api.Message, r.opts.Pool)
+				return nil, fmt.Errorf("%w: %s; ask an admin for a new one (warrant runner enroll-token --pool %s)", ErrEnrollRefused, api.Message, r.opts.Pool)
 			}
 			return nil, fmt.Errorf("enroll: %w", err)
 		}
