@@ -2,6 +2,8 @@ package plane
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"net"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"warrant.dev/warrant/client"
+	"warrant.dev/warrant/internal/plane/ui"
 )
 
 // Handler returns the plane's HTTP API.
@@ -64,10 +67,25 @@ func (p *Plane) Handler() http.Handler {
 	rt("GET /v1/export", authAdminAuditor, p.handleExport)
 	rt("GET /v1/retention", authAdminAuditor, p.handleRetention)
 
+	// The web UI: a client of the routes above, called in memory.
+	if u, err := ui.New(ui.Config{API: mux, PlaneKey: p.PublicKey(), SessionKey: p.uiSessionKey(), Logger: p.log.With("component", "ui")}); err != nil {
+		p.log.Error("the web UI is not served", "err", err)
+	} else {
+		rt(ui.Prefix, authPublic, func(w http.ResponseWriter, r *http.Request) error { u.ServeHTTP(w, r); return nil })
+	}
+
 	rt("/", authPublic, func(w http.ResponseWriter, r *http.Request) error {
 		return errf(client.CodeNotFound, "no route %s %s", r.Method, r.URL.Path)
 	})
 	return mux
+}
+
+// uiSessionKey keys the web UI's CSRF tokens: derived from the master
+// key, so every replica agrees and the UI never holds the master key.
+func (p *Plane) uiSessionKey() []byte {
+	m := hmac.New(sha256.New, p.cfg.MasterKey)
+	m.Write([]byte("warrant-ui-session-v1"))
+	return m.Sum(nil)
 }
 
 func (p *Plane) handleReady(w http.ResponseWriter, r *http.Request) error {
