@@ -93,9 +93,9 @@ func cloneValues(v url.Values) url.Values {
 
 type approvalsPage struct {
 	page
-	Pending  []pendingRun
+	Pending   []pendingRun
 	CanDecide bool
-	More     bool
+	More      bool
 }
 
 type pendingRun struct {
@@ -156,8 +156,8 @@ func (u *UI) handleDecision(w http.ResponseWriter, r *http.Request) {
 
 type runnersPage struct {
 	page
-	Runners  []client.Runner
-	Pools    []poolSummary
+	Runners   []client.Runner
+	Pools     []poolSummary
 	CanRevoke bool
 	Forbidden string
 }

@@ -19,11 +19,11 @@ import (
 // page is what every page's template gets.
 type page struct {
 	Title  string
-	Nav    string           // the active navigation entry
+	Nav    string            // the active navigation entry
 	Me     *client.Principal // nil when signed out
-	CSRF   string           // the CSRF token of the page's forms
-	Notice string           // a short confirmation (from a fixed list)
-	Error  string           // a message safe to show
+	CSRF   string            // the CSRF token of the page's forms
+	Notice string            // a short confirmation (from a fixed list)
+	Error  string            // a message safe to show
 }
 
 func (p *page) base() *page { return p }
