@@ -189,10 +189,17 @@ func (a *app) runDev(f devFlags) error {
 		}
 		enrollToken = et.Token
 	}
+	// dev offers every tier this host supports; the demo needs only the
+	// process tier and skips the namespace probe.
+	backends := []session.Backend{process.New(process.Options{})}
+	if !f.demo || f.keep {
+		if backends, err = a.runnerBackends(ctx, isolationFlags{}, self, log); err != nil {
+			return err
+		}
+	}
 	r, err := runner.New(runner.Options{
 		PlaneURL: planeURL, Pool: devPool, DataDir: runnerDir, EnrollToken: enrollToken, Name: "dev",
-		Concurrency: f.concurrency, Backends: []session.Backend{process.New(process.Options{})},
-		WarrantPath: self, Logger: log,
+		Concurrency: f.concurrency, Backends: backends, WarrantPath: self, Logger: log,
 	})
 	if err != nil {
 		return err
