@@ -22,6 +22,7 @@ var (
 	benchRunners  = flag.Int("scale.bench-runners", 6, "runners (in the bench process, spread over the planes)")
 	benchSessions = flag.Int("scale.bench-sessions", 2, "sessions per runner")
 	benchRounds   = flag.Int("scale.bench-rounds", 3, "rounds; each round runs every configuration once, in turn")
+	benchInFlight = flag.Int("scale.bench-inflight", 0, "runs submitted and not yet ended, at most (0: warrant bench's default, runners × sessions × 2)")
 )
 
 // benchResult is the part of `warrant bench --json` the table shows.
@@ -45,6 +46,11 @@ type benchResult struct {
 // the table shows every round and the median. Run:
 //
 //	go test ./test/scale -run TestBenchTable -scale.bench -v -timeout 30m
+//
+// and, for the latency of one run at a time (no queueing):
+//
+//	go test ./test/scale -run TestBenchTable -scale.bench -v -timeout 30m \
+//	    -scale.bench-runners 1 -scale.bench-sessions 1 -scale.bench-inflight 1 -scale.bench-runs 100
 func TestBenchTable(t *testing.T) {
 	if !*benchTable {
 		t.Skip("a benchmark: run with -scale.bench")
@@ -66,8 +72,12 @@ func TestBenchTable(t *testing.T) {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%d runs × %d rounds per configuration; %d runners × %d sessions; load average before %s, after %s\n",
-		*benchRuns, *benchRounds, *benchRunners, *benchSessions, load0, loadAvg())
+	inFlight := fmt.Sprint(*benchInFlight)
+	if *benchInFlight <= 0 {
+		inFlight = fmt.Sprint(*benchRunners * *benchSessions * 2)
+	}
+	fmt.Fprintf(&b, "\n%d runs × %d rounds per configuration; %d runners × %d sessions, at most %s runs in flight; load average before %s, after %s\n",
+		*benchRuns, *benchRounds, *benchRunners, *benchSessions, inFlight, load0, loadAvg())
 	fmt.Fprintf(&b, "| store | planes | runs/s (median) | p95 submit→receipt (median) | p50 (median) | runs/s per round | p95 per round |\n|---|---|---|---|---|---|---|\n")
 	for _, c := range configs {
 		rs := results[c.name]
@@ -104,7 +114,7 @@ func benchOnce(t *testing.T, bin string, planes int, pg bool) benchResult {
 		token := readToken(t, filepath.Join(root, "plane0", plane.AdminTokenFile))
 		cmd := exec.Command(bin, "bench", "--json", "--runs", fmt.Sprint(*benchRuns), "--warmup", "20", "--pool", "default",
 			"--plane-urls", strings.Join(urls, ","), "--bench-token", token,
-			"--runners", fmt.Sprint(*benchRunners), "--concurrency", fmt.Sprint(*benchSessions))
+			"--runners", fmt.Sprint(*benchRunners), "--concurrency", fmt.Sprint(*benchSessions), "--in-flight", fmt.Sprint(*benchInFlight))
 		cmd.Env = env
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
