@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -367,4 +368,48 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	s := &Snapshot{Entries: []SnapshotEntry{{Path: "a/b", Mode: ModeFile, Hash: HashBytes(nil), Size: 0}}}
 	data, _ := s.Encode()
 	write("FuzzParseSnapshot", "simple", data)
+}
+
+// TestEditsOfDecodedObjectsAreKept: a decoded object re-encodes from the
+// bytes it was decoded from (unknown members survive), but a field edited
+// after decoding is encoded from the struct, never silently lost.
+func TestEditsOfDecodedObjectsAreKept(t *testing.T) {
+	v := readVector(t, "contract.json")
+	raw := strings.Replace(string(rawMember(t, v, "policy")), `"version":`, `"futureRule":{"x":[1]},"version":`, 1)
+	p, err := ParsePolicy([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := p.Hash()
+	p.Runners.AllowPools = append(p.Runners.AllowPools, "gpu")
+	p.Consent = nil
+	out, err := Canonical(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"allowPools":["default","gpu"]`) || !strings.Contains(string(out), `"futureRule":{"x":[1]}`) {
+		t.Fatalf("edited policy re-encoded as %s", out)
+	}
+	if after, _ := p.Hash(); after == before {
+		t.Fatal("editing a decoded policy did not change its hash")
+	}
+	back, err := ParsePolicy(out)
+	if err != nil || len(back.Runners.AllowPools) != 2 {
+		t.Fatalf("re-decoded: %v %+v", err, back)
+	}
+
+	c, err := ParseContract(rawMember(t, v, "contract"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h1, _ := c.Hash()
+	c.Task.Prompt = "something else"
+	h2, _ := c.Hash()
+	if h1 == h2 {
+		t.Fatal("editing a decoded contract's task did not change its hash")
+	}
+	c.Task.Prompt = "check the network and update notes"
+	if h3, _ := c.Hash(); h3 != h1 {
+		t.Fatal("undoing the edit did not restore the original hash")
+	}
 }

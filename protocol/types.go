@@ -373,20 +373,121 @@ func decodeReceived(path string, v any, plain any, received *Object) error {
 	return nil
 }
 
-// encodeReceived renders an object from its received tree when it has one
-// (so unknown members survive), with signatures taken from the struct.
+// encodeReceived renders an object from its received tree when it has one,
+// so members this implementation does not know survive and the hashed
+// bytes stay exactly those received. A known member whose struct field was
+// edited after decoding is taken from the struct instead, so edits are
+// never silently lost. Signatures always come from the struct.
 func encodeReceived(received Object, plain any, signatures []Signature, hasSignatures bool) (any, error) {
-	if received == nil {
-		return encodeValue(reflect.ValueOf(plain))
+	fresh, err := encodeValue(reflect.ValueOf(plain))
+	if err != nil || received == nil {
+		return fresh, err
 	}
-	if !hasSignatures {
-		return received, nil
+	freshObj, ok := fresh.(Object)
+	if !ok {
+		return fresh, nil
 	}
-	sigs, err := encodeValue(reflect.ValueOf(signatures))
-	if err != nil {
-		return nil, err
+	out := received
+	copied := false
+	set := func(key string, v any, present bool) {
+		if !copied {
+			out = append(Object(nil), received...)
+			copied = true
+		}
+		if present {
+			out = out.With(key, v)
+			return
+		}
+		if i, ok := out.index(key); ok {
+			out = append(out[:i:i], out[i+1:]...)
+		}
 	}
-	return received.With("signatures", sigs), nil
+	for _, f := range fieldsOf(reflect.TypeOf(plain)) {
+		if f.name == "signatures" && hasSignatures {
+			continue
+		}
+		fv, inFresh := freshObj.Get(f.name)
+		rv, inReceived := received.Get(f.name)
+		switch {
+		case inFresh && inReceived:
+			if !treesEqual(fv, rv) {
+				set(f.name, fv, true)
+			}
+		case inFresh:
+			set(f.name, fv, true)
+		case inReceived && !isEmptyTree(rv):
+			// The field was cleared (omitted as zero) after decoding.
+			set(f.name, nil, false)
+		}
+	}
+	if hasSignatures {
+		sigs, _ := freshObj.Get("signatures")
+		if !copied {
+			return received.With("signatures", sigs), nil
+		}
+		out = out.With("signatures", sigs)
+	}
+	return out, nil
+}
+
+// treesEqual reports whether two parsed trees are the same JSON value.
+func treesEqual(a, b any) bool {
+	switch a := a.(type) {
+	case nil:
+		return b == nil
+	case bool:
+		bb, ok := b.(bool)
+		return ok && a == bb
+	case float64:
+		bf, ok := b.(float64)
+		return ok && a == bf
+	case string:
+		bs, ok := b.(string)
+		return ok && a == bs
+	case []any:
+		bl, ok := b.([]any)
+		if !ok || len(a) != len(bl) {
+			return false
+		}
+		for i := range a {
+			if !treesEqual(a[i], bl[i]) {
+				return false
+			}
+		}
+		return true
+	case Object:
+		bo, ok := b.(Object)
+		if !ok || len(a) != len(bo) {
+			return false
+		}
+		for i := range a {
+			if a[i].Key != bo[i].Key || !treesEqual(a[i].Value, bo[i].Value) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// isEmptyTree reports whether v is what an omitempty field leaves out:
+// an empty array, object or string, false or 0.
+func isEmptyTree(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return true
+	case bool:
+		return !v
+	case float64:
+		return v == 0
+	case string:
+		return v == ""
+	case []any:
+		return len(v) == 0
+	case Object:
+		return len(v) == 0
+	}
+	return false
 }
 
 func (c *Contract) decodeTree(path string, v any) error {

@@ -145,7 +145,7 @@ func (a *app) runBench(f benchFlags) error {
 		if err != nil {
 			return err
 		}
-		pol := stripReceived(pv.Policy)
+		pol := pv.Policy
 		if !contains(pol.Runners.AllowPools, f.pool) {
 			pol.Runners.AllowPools = append(pol.Runners.AllowPools, f.pool)
 			if _, err := c.PutPolicy(ctx, pol); err != nil {

@@ -421,6 +421,15 @@ func TestFailedAndCancelledRunsExitCodes(t *testing.T) {
 	if !strings.Contains(r.stderr, "session_failed") {
 		t.Fatalf("failed run output:\n%s", r.stderr)
 	}
+	failed := decodeJSON[client.RunList](t, s.warrant(repo, s.plane.AdminToken, "runs", "--json", "--state", "failed").stdout)
+	if len(failed.Runs) != 1 {
+		t.Fatalf("failed runs: %+v", failed)
+	}
+	logs := s.warrant(repo, s.plane.AdminToken, "logs", failed.Runs[0].ID)
+	expectCode(t, logs, 0, "logs")
+	if logs.stdout != "bye\n" {
+		t.Fatalf("logs of the failed run: %q", logs.stdout)
+	}
 	// A run no runner can take (its pool has none) is cancelled while we
 	// watch it: watch exits 5.
 	sub := s.warrant(repo, s.plane.AdminToken, "run", "--detach", "--pool", "default", "--agent", "command", "true")

@@ -321,7 +321,7 @@ func (a *app) runDemo(ctx context.Context, admin *client.Client, planeURL string
 	}
 	if !releasable {
 		pol.Secrets.Releasable = append(pol.Secrets.Releasable, protocol.SecretScopeRule{Name: demoSecret, Scope: "pool:" + devPool, Pools: []string{devPool}})
-		if _, err := admin.PutPolicy(ctx, stripReceived(pol)); err != nil {
+		if _, err := admin.PutPolicy(ctx, pol); err != nil {
 			return fmt.Errorf("make the demo secret releasable: %w", err)
 		}
 	}
@@ -373,15 +373,6 @@ func (a *app) runDemo(ctx context.Context, admin *client.Client, planeURL string
 		return quietExit(ExitFailure)
 	}
 	return nil
-}
-
-// stripReceived rebuilds a policy from its fields, so that an edited copy
-// is encoded from the struct and not from the bytes it was decoded from.
-func stripReceived(p protocol.Policy) protocol.Policy {
-	return protocol.Policy{
-		Version: p.Version, Runners: p.Runners, Agents: p.Agents, DataClasses: p.DataClasses,
-		Network: p.Network, Secrets: p.Secrets, Budget: p.Budget, Consent: p.Consent, Retention: p.Retention,
-	}
 }
 
 // makeDemoRepo creates (once) a small git repository for the demo.
