@@ -55,6 +55,7 @@ func (u *UI) parseTemplates() (map[string]*template.Template, error) {
 		"truncate":   truncate,
 		"runURL":     func(id string) string { return Prefix + "runs/" + pathEscape(id) },
 		"prev":       func(seq int64) int64 { return seq - 1 },
+		"shortID":    shortID,
 	}
 	layout, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html")
 	if err != nil {
@@ -189,6 +190,15 @@ func short(h string) string {
 		return h[:12]
 	}
 	return h
+}
+
+// shortID shows an id like "run_0f3a…" up to its first '-' (the rest is
+// in the link's title).
+func shortID(id string) string {
+	if i := strings.IndexByte(id, '-'); i > 0 && i < len(id)-1 {
+		return id[:i] + "…"
+	}
+	return id
 }
 
 // truncate cuts s to n characters with an ellipsis, on one line.

@@ -95,7 +95,8 @@ type reproView struct {
 	ContractHash string
 	BaseRef      string
 	Agent        string
-	Execution    string
+	ExecHow      string // e.g. "sh -c"
+	Execution    string // the script or command line, as written
 	Isolation    string
 	Disclosure   string
 	AllowHosts   []string
@@ -352,7 +353,7 @@ func repro(run *client.Run) reproView {
 	if c := run.Contract; c != nil {
 		v.ContractHash = run.ContractHash
 		v.BaseRef = c.Workspace.BaseRef
-		v.Execution = describeExecution(c.EffectiveExecution())
+		v.ExecHow, v.Execution = describeExecution(c.EffectiveExecution())
 		v.Isolation = c.EffectiveIsolation()
 		v.Disclosure = c.Disclosure
 		v.AllowHosts = c.Network.AllowHosts
@@ -382,24 +383,33 @@ func budgetText(b protocol.Budget) string {
 	return strings.Join(parts, ", ")
 }
 
-func describeExecution(e protocol.ExecutionSpec) string {
+// describeExecution says how the session ran: the interpreter or kind,
+// and the script or command line as written.
+func describeExecution(e protocol.ExecutionSpec) (how, what string) {
 	switch e.Kind {
 	case protocol.ExecShell:
 		sh := e.Shell
 		if sh == "" {
 			sh = "sh"
 		}
-		return sh + " -c " + strconv.Quote(e.Script)
+		return sh + " -c", e.Script
 	case protocol.ExecArgv:
-		return strings.Join(append([]string{e.Command}, e.Args...), " ")
+		parts := []string{e.Command}
+		for _, a := range e.Args {
+			if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`") {
+				a = strconv.Quote(a)
+			}
+			parts = append(parts, a)
+		}
+		return "argv", strings.Join(parts, " ")
 	case protocol.ExecAgent:
 		kind := ""
 		if e.Agent != nil {
 			kind = e.Agent.Kind
 		}
-		return "agent " + kind + ", with the task as its prompt"
+		return "agent " + kind, "the task, as the agent's prompt"
 	}
-	return e.Kind
+	return e.Kind, ""
 }
 
 var hexHash = regexp.MustCompile(`^(sha256:)?[0-9a-f]{64}$`)

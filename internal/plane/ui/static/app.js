@@ -27,6 +27,13 @@
   }
   setInterval(refreshAges, 15000);
 
+  // Forms that do something hard to undo ask first (without the script
+  // they submit directly; the server needs no confirmation).
+  document.addEventListener("submit", function (e) {
+    var msg = e.target.getAttribute && e.target.getAttribute("data-confirm");
+    if (msg && !window.confirm(msg)) e.preventDefault();
+  });
+
   var live = document.getElementById("live");
   if (!live || !window.EventSource || !window.fetch || !window.DOMParser) return;
 
