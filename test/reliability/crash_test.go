@@ -1,0 +1,240 @@
+package reliability_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"warrant.dev/warrant/internal/plane"
+	"warrant.dev/warrant/protocol"
+)
+
+// killPoint is a moment of a run's life at which the plane is SIGKILLed:
+// the test waits until the client→plane stream shows the request that
+// starts it, lets the plane work on it for a random moment, and kills.
+type killPoint struct {
+	name  string
+	re    *regexp.Regexp // nil: any moment
+	delay [2]time.Duration
+	// prime submits a run that will soon reach this point (a large
+	// output for the upload window).
+	prime *runSpec
+}
+
+var killPoints = map[string]killPoint{
+	// A submission wakes the runners' waiting long polls: the plane is
+	// creating the run and claiming it for one of them.
+	"submit-and-claim": {name: "submit-and-claim", re: regexp.MustCompile(`POST /v1/runs HTTP/1\.1\r\n`), delay: [2]time.Duration{0, 15 * time.Millisecond}},
+	// A claim poll from a runner that just freed a slot.
+	"claim": {name: "claim", re: regexp.MustCompile(`POST /v1/claims HTTP/1\.1\r\n`), delay: [2]time.Duration{0, 10 * time.Millisecond}},
+	// A blob frame of 100 kB or more in a batch upload (uploads are
+	// throttled to 2 MB/s, so a 2 MB diff takes about a second).
+	"upload": {name: "upload", re: regexp.MustCompile(`[0-9a-f]{64} [0-9]{6,}\n`), delay: [2]time.Duration{50 * time.Millisecond, 400 * time.Millisecond},
+		prime: &runSpec{body: bodyBig}},
+	"events":   {name: "events", re: regexp.MustCompile(`POST /v1/runs/[^/ ]+/events HTTP/1\.1\r\n`), delay: [2]time.Duration{0, 10 * time.Millisecond}},
+	"complete": {name: "complete", re: regexp.MustCompile(`POST /v1/runs/[^/ ]+/complete HTTP/1\.1\r\n`), delay: [2]time.Duration{0, 15 * time.Millisecond}},
+	"anytime":  {name: "anytime", delay: [2]time.Duration{0, 2 * time.Second}},
+}
+
+func randDuration(r [2]time.Duration) time.Duration {
+	if r[1] <= r[0] {
+		return r[0]
+	}
+	return r[0] + rand.N(r[1]-r[0])
+}
+
+// TestPlaneKill9 SIGKILLs `warrant plane serve` at chosen points of the
+// life of at least 100 runs — while it creates and claims a run, while a
+// runner's 2 MB output upload streams in, while it appends events, while
+// it completes a run (countersigns and stores the receipt), and at random
+// moments — and restarts it on the same data directory and port each
+// time. Two runners (concurrency 2) keep going through it all (they
+// reach the plane through a relay that watches the requests to time the
+// kills). After every kill the database the dead plane left passes
+// PRAGMA integrity_check. The run mix: echo, short sleeps, 2 MB outputs,
+// runs given a secret that they print and write to a file, and runs
+// cancelled while they sleep.
+//
+// Afterwards every run has ended with a reason, none ran twice, each
+// claimed at most once, every receipt's bundle verifies offline with
+// pinned keys, no session wrote anything after the plane failed its run,
+// ten runs submitted after the last kill all complete, and the database
+// passes the integrity checks.
+func TestPlaneKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real plane and runner processes")
+	}
+	w := newWorld(t, "kill9", worldConfig{plane: planeConfig{leaseTTL: 5 * time.Second, heartbeat: time.Second}, relay: true})
+	w.rl.throttleUploads(2 << 20)
+	runners := []*runnerProc{w.startRunner("kill9-runner-a", 2), w.startRunner("kill9-runner-b", 2)}
+	trust := trustFromFiles(t, w.pp, runners...)
+	ctx, cancel := context.WithTimeout(bg(t), 4*time.Minute)
+	defer cancel()
+
+	const minRuns = 100
+	schedule := []string{"submit-and-claim", "claim", "upload", "upload", "events", "complete", "complete", "anytime"}
+	rand.Shuffle(len(schedule), func(i, j int) { schedule[i], schedule[j] = schedule[j], schedule[i] })
+
+	var submitted atomic.Int64
+	var killerDone atomic.Bool
+	var errMu sync.Mutex
+	var errs []error
+	fail := func(err error) {
+		errMu.Lock()
+		errs = append(errs, err)
+		errMu.Unlock()
+		cancel()
+	}
+	mix := func(i int) runSpec {
+		switch {
+		case i%10 == 3:
+			return runSpec{body: bodyBig}
+		case i%10 == 7:
+			return runSpec{body: bodySecret, secret: true}
+		case i%5 == 1:
+			return runSpec{body: bodySleep(time.Duration(100+rand.IntN(700)) * time.Millisecond)}
+		}
+		return runSpec{body: bodyEcho}
+	}
+
+	// Submitters: each submits a run and follows it to its end, until at
+	// least minRuns were submitted and the killer is done.
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil && (submitted.Load() < minRuns || !killerDone.Load()) {
+				i := int(submitted.Add(1))
+				r, _, err := w.submit(ctx, mix(i))
+				if err != nil {
+					fail(fmt.Errorf("submit run %d: %w", i, err))
+					return
+				}
+				if _, err := w.waitEnd(ctx, w.req, r.ID, 90*time.Second); err != nil {
+					fail(err)
+					return
+				}
+			}
+		}()
+	}
+	// Cancellations: runs that sleep, cancelled while they run (or still
+	// wait), through the kills.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 4 && ctx.Err() == nil; i++ {
+			time.Sleep(time.Duration(1500+rand.IntN(2000)) * time.Millisecond)
+			r, _, err := w.submit(ctx, runSpec{body: bodySleep(20 * time.Second)})
+			if err != nil {
+				fail(fmt.Errorf("submit a run to cancel: %w", err))
+				return
+			}
+			time.Sleep(time.Duration(300+rand.IntN(1200)) * time.Millisecond)
+			if err := w.cancel(ctx, r.ID); err != nil {
+				fail(fmt.Errorf("cancel %s: %w", r.ID, err))
+				return
+			}
+		}
+	}()
+
+	// The killer.
+	type kill struct {
+		point, request string
+		at             time.Duration
+	}
+	var kills []kill
+	start := time.Now()
+	dbPath := filepath.Join(w.pp.data, plane.DatabaseFile)
+	for _, name := range schedule {
+		if ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(800+rand.IntN(1700)) * time.Millisecond)
+		kp := killPoints[name]
+		fired := make(chan []byte, 1)
+		var untap func()
+		if kp.re != nil {
+			untap = w.rl.onStream(kp.re, func(m []byte) {
+				select {
+				case fired <- m:
+				default:
+				}
+			})
+		}
+		if kp.prime != nil {
+			go func() {
+				if _, _, err := w.submit(ctx, *kp.prime); err != nil && ctx.Err() == nil {
+					fail(fmt.Errorf("prime %s: %w", name, err))
+				}
+			}()
+		}
+		request := "(any moment)"
+		if kp.re != nil {
+			select {
+			case m := <-fired:
+				request = strings.TrimSpace(string(m))
+			case <-time.After(20 * time.Second):
+				untap()
+				t.Errorf("kill point %s: no matching request within 20s", name)
+				continue
+			case <-ctx.Done():
+			}
+			untap()
+		}
+		time.Sleep(randDuration(kp.delay))
+		w.pp.kill9()
+		kills = append(kills, kill{point: name, request: request, at: time.Since(start)})
+		checkDatabase(t, dbPath) // what the dead plane left is consistent
+		w.pp.restart()
+	}
+	killerDone.Store(true)
+	wg.Wait()
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	for i, k := range kills {
+		t.Logf("kill %d at %5.1fs: %-16s %s", i+1, k.at.Seconds(), k.point, k.request)
+	}
+
+	// After the last kill: ten runs, all of which complete.
+	for i := range 10 {
+		r, _, err := w.submit(ctx, mix(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		end, err := w.waitEnd(ctx, w.req, r.ID, 60*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if end.State != protocol.StateCompleted {
+			t.Errorf("run %s submitted after the last kill ended %s: %+v", r.ID, end.State, end.Failure)
+		}
+	}
+
+	waitAllTerminal(t, w.pp.admin, 60*time.Second)
+	for _, r := range runners {
+		if !r.stop(30 * time.Second) {
+			t.Errorf("%s did not drain on SIGTERM", r.name)
+		}
+	}
+	out := checkInvariants(t, w.pp, w.markers, trust)
+	t.Logf("after %d plane SIGKILLs: %s", len(kills), out)
+	if out.total < minRuns {
+		t.Errorf("only %d runs", out.total)
+	}
+	if !w.pp.stop(10 * time.Second) {
+		t.Error("the plane did not stop on SIGTERM")
+	}
+	checkDatabase(t, dbPath)
+}
