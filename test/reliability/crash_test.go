@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -237,4 +241,197 @@ func TestPlaneKill9(t *testing.T) {
 		t.Error("the plane did not stop on SIGTERM")
 	}
 	checkDatabase(t, dbPath)
+}
+
+// sessionProcs returns the pids of live processes whose command line is
+// exactly argv (NUL-joined), read from /proc.
+func sessionProcs(argv ...string) []int {
+	want := strings.Join(argv, "\x00") + "\x00"
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || string(cmdline) != want {
+			continue
+		}
+		if stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil {
+			// A zombie has finished; only its parent has not reaped it.
+			if i := strings.LastIndexByte(string(stat), ')'); i > 0 && strings.HasPrefix(string(stat[i:]), ") Z") {
+				continue
+			}
+		}
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// namespaceAvailable reports whether this host runs the namespace tier
+// (`warrant runner doctor`); under CI it must.
+func namespaceAvailable(t *testing.T) bool {
+	t.Helper()
+	out, err := exec.Command(warrantBinary(t), "runner", "doctor", "--isolation-tiers", "namespace").CombinedOutput()
+	if err != nil {
+		if isCI() {
+			t.Fatalf("the namespace tier is not available under CI: %v\n%s", err, out)
+		}
+		return false
+	}
+	return true
+}
+
+// TestRunnerKill9 SIGKILLs a `warrant runner start` while its sessions
+// run, on each isolation tier. Two runners (concurrency 2) hold four runs
+// that sleep for a minute; one runner dies. Afterwards:
+//
+//   - the dead runner's runs end failed "runner lost" once their leases
+//     lapse (never handed to another runner); the other runner's runs,
+//     cancelled, end cancelled;
+//   - on the namespace tier no process of the dead runner's sessions is
+//     left (the session's PID namespace dies with its init); on the
+//     process tier the harness dies by its parent-death signal, and the
+//     test records whether its children outlived the runner (they do:
+//     see docs/reliability.md, known gaps);
+//   - the runner, restarted on its data directory, claims and completes
+//     new runs (the other runner is stopped first, so it has to);
+//   - the usual invariants: ended with reasons, none twice, bundles
+//     verify, database intact.
+func TestRunnerKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real plane and runner processes")
+	}
+	for _, tier := range []string{protocol.IsolationProcess, protocol.IsolationNamespace} {
+		t.Run(tier, func(t *testing.T) {
+			if tier == protocol.IsolationNamespace && !namespaceAvailable(t) {
+				t.Skip("this host does not run the namespace tier (warrant runner doctor)")
+			}
+			testRunnerKill9(t, tier)
+		})
+	}
+}
+
+func testRunnerKill9(t *testing.T, tier string) {
+	w := newWorld(t, "runner-kill9-"+tier, worldConfig{plane: planeConfig{leaseTTL: 3 * time.Second, heartbeat: time.Second}})
+	tiers := []string{"--isolation-tiers", tier}
+	a := w.startRunner("rk9-"+tier+"-a", 2, tiers...)
+	b := w.startRunner("rk9-"+tier+"-b", 2, tiers...)
+	idA, _ := a.identity(t)
+	trust := trustFromFiles(t, w.pp, a, b)
+	ctx, cancel := context.WithTimeout(bg(t), 2*time.Minute)
+	defer cancel()
+
+	// Four runs that sleep a minute, each for its own length so its
+	// processes can be found in /proc. Namespace sessions cannot write
+	// outside their workspace, so their runs carry no marker lines.
+	type held struct {
+		id    string
+		sleep string
+	}
+	var runs []held
+	base := 60 + rand.IntN(30)
+	for i := range 4 {
+		sleep := fmt.Sprintf("%d.%03d", base, 100+i)
+		spec := runSpec{body: "sleep " + sleep, isolation: tier, noMarkers: tier == protocol.IsolationNamespace}
+		r, _, err := w.submit(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs = append(runs, held{id: r.ID, sleep: sleep})
+	}
+	t.Cleanup(func() {
+		// Whatever the outcome, no process this test started outlives it.
+		for _, h := range runs {
+			for _, pid := range sessionProcs("sleep", h.sleep) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	var byRunner map[string][]held
+	if !eventually(30*time.Second, func() bool {
+		byRunner = map[string][]held{}
+		for _, h := range runs {
+			r, err := w.pp.admin.GetRun(ctx, h.id)
+			if err != nil || r.State != protocol.StateRunning || len(sessionProcs("sleep", h.sleep)) == 0 {
+				return false
+			}
+			byRunner[r.RunnerID] = append(byRunner[r.RunnerID], h)
+		}
+		return true
+	}) {
+		t.Fatal("the four runs did not all start")
+	}
+	if len(byRunner[idA]) == 0 {
+		t.Fatalf("runner a holds none of the runs: %v", byRunner)
+	}
+	a.kill9()
+	killedAt := time.Now()
+	for id, hs := range byRunner {
+		if id == idA {
+			continue
+		}
+		for _, h := range hs {
+			if err := w.cancel(ctx, h.id); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for id, hs := range byRunner {
+		for _, h := range hs {
+			r, err := w.waitEnd(ctx, w.pp.admin, h.id, 30*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case id == idA && (r.State != protocol.StateFailed || r.Failure == nil || r.Failure.Message != "runner lost: lease expired"):
+				t.Errorf("run %s of the killed runner ended %s %+v, want failed: runner lost", h.id, r.State, r.Failure)
+			case id != idA && r.State != protocol.StateCancelled:
+				t.Errorf("run %s of the surviving runner ended %s %+v, want cancelled", h.id, r.State, r.Failure)
+			}
+		}
+	}
+	// The killed runner's sessions: still running?
+	orphans := map[string][]int{}
+	for _, h := range byRunner[idA] {
+		if pids := sessionProcs("sleep", h.sleep); len(pids) > 0 {
+			orphans[h.id] = pids
+		}
+	}
+	t.Logf("runner a (%d runs) SIGKILLed; its runs failed as runner lost %.1fs later; session processes still running then: %v",
+		len(byRunner[idA]), time.Since(killedAt).Seconds(), orphans)
+	if len(orphans) > 0 {
+		if tier == protocol.IsolationNamespace {
+			t.Errorf("namespace sessions outlived their runner: %v", orphans)
+		} else {
+			t.Logf("KNOWN GAP (process tier): the harness's children outlive a SIGKILLed runner (only the harness gets the parent-death signal); the test kills them")
+		}
+	}
+
+	// Restart the dead runner alone: the other one drains and stops.
+	if !b.stop(30 * time.Second) {
+		t.Error("runner b did not drain on SIGTERM")
+	}
+	a.start(false)
+	for range 4 {
+		spec := runSpec{body: bodyEcho, isolation: tier, noMarkers: tier == protocol.IsolationNamespace}
+		r, _, err := w.submit(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end, err := w.waitEnd(ctx, w.pp.admin, r.ID, 60*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if end.State != protocol.StateCompleted || end.RunnerID != idA {
+			t.Errorf("run %s after the restart: %s by %s, want completed by the restarted runner %s (%+v)", r.ID, end.State, end.RunnerID, idA, end.Failure)
+		}
+	}
+	waitAllTerminal(t, w.pp.admin, 30*time.Second)
+	a.stop(30 * time.Second)
+	out := checkInvariants(t, w.pp, w.markers, trust)
+	t.Logf("%s tier: %s", tier, out)
+	w.pp.stop(10 * time.Second)
+	checkDatabase(t, filepath.Join(w.pp.data, plane.DatabaseFile))
 }
