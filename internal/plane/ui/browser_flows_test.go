@@ -4,10 +4,12 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
@@ -94,6 +96,10 @@ func TestBrowserRunLive(t *testing.T) {
 	if disp != `200 attachment; filename="`+run.ID+`.bundle.json"` {
 		t.Errorf("bundle link: %s", disp)
 	}
+	dl := eval[string](x, `fetch(document.querySelector('#diff a[href$="/diff"]').href).then(r => r.text().then(t => r.headers.get("content-disposition") + "\n" + t))`)
+	if !strings.HasPrefix(dl, `attachment; filename="`+run.ID+`.diff"`) || !strings.Contains(dl, "\n+hello from the run\n") {
+		t.Errorf("diff download:\n%s", dl)
+	}
 	x.screenshot("run.png")
 
 	// The same page on a phone.
@@ -142,13 +148,14 @@ func TestBrowserApproveAndDeny(t *testing.T) {
 	x := newB(t)
 	x.signIn(tp.URL, adaTok)
 	x.open(tp.URL + "/ui/approvals")
-	x.until("both pending runs", `document.querySelectorAll("article.pending").length === 2`)
+	x.until("both pending runs and the page's script", `document.querySelectorAll("article.pending").length === 2 && document.documentElement.getAttribute("data-js") === "on"`)
 	x.screenshot("approvals.png")
 
 	x.do("write a reason", chromedp.SendKeys(chromedp.CSS(`[id="reason-`+good.ID+`"]`), "reviewed: writes one file"))
 	x.clickAndLoad(`[id="pending-` + good.ID + `"] button.approve`)
 	x.until("the approved run's page", `location.pathname === "/ui/runs/`+good.ID+`" && !!document.querySelector(".notice")`)
 	x.until("the approved run completing", `document.querySelector(".state.big").textContent === "completed" && !!document.querySelector(".status-line .verify.verified")`)
+	x.screenshot("run-approved.png")
 	text := x.text()
 	for _, want := range []string{"approved by human ada@example.com", "“reviewed: writes one file”", "consent.granted", "consent.requested", "The signed contract names as approver: human ada@example.com"} {
 		if !strings.Contains(text, want) {
@@ -167,8 +174,15 @@ func TestBrowserApproveAndDeny(t *testing.T) {
 		t.Fatalf("approved run's bundle: approvedBy %+v", bundle.Contract.ApprovedBy)
 	}
 
+	// Deny without JavaScript: the pages and forms work without it.
+	if _, err := chromedp.Call(x.ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
+		t.Fatal(err)
+	}
 	x.open(tp.URL + "/ui/approvals")
 	x.until("one pending run left", `document.querySelectorAll("article.pending").length === 1`)
+	if eval[bool](x, `document.documentElement.hasAttribute("data-js")`) {
+		t.Fatal("the page's script ran although scripts are off")
+	}
 	x.do("write a reason", chromedp.SendKeys(chromedp.CSS(`[id="reason-`+bad.ID+`"]`), "no network upload"))
 	x.clickAndLoad(`[id="pending-` + bad.ID + `"] button.deny`)
 	x.until("the denied run's page", `location.pathname === "/ui/runs/`+bad.ID+`" && document.querySelector(".state.big").textContent === "failed"`)
@@ -281,11 +295,16 @@ func TestBrowserScriptInert(t *testing.T) {
 		}
 	}
 	x.open(tp.URL + "/ui/runs/" + run.ID)
+	x.screenshot("run-script-inert.png")
 	text := x.text()
 	for _, want := range []string{attrPayload + ".txt", scriptPayload} {
 		if !strings.Contains(text, want) {
 			t.Errorf("run page does not show %q as text", want)
 		}
+	}
+	paths := eval[[]string](x, `Array.from(document.querySelectorAll("details.file .path")).map(e => e.textContent)`)
+	if !slices.Contains(paths, attrPayload+".txt") {
+		t.Errorf("the diff names its files %q; want the payload file name as written", paths)
 	}
 	select {
 	case msg := <-opened:

@@ -100,7 +100,8 @@ func parseDiff(data []byte) *diffView {
 		case oldNo == 0 && newNo == 0 && strings.HasPrefix(line, "rename to "):
 			cur.Path = gitUnquote(strings.TrimPrefix(line, "rename to "))
 		case oldNo == 0 && newNo == 0 && strings.HasPrefix(line, "+++ "):
-			if p := strings.TrimPrefix(line, "+++ "); p != "/dev/null" {
+			// git ends the name with a tab when it holds a space
+			if p := strings.TrimSuffix(strings.TrimPrefix(line, "+++ "), "\t"); p != "/dev/null" {
 				cur.Path = strings.TrimPrefix(gitUnquote(p), "b/")
 			}
 		case oldNo == 0 && newNo == 0 && strings.HasPrefix(line, "--- "):

@@ -41,7 +41,7 @@ rename to new name.txt
 diff --git "a/\"><img src=x>.txt" "b/\"><img src=x>.txt"
 new file mode 100644
 --- /dev/null
-+++ "b/\"><img src=x>.txt"
++++ "b/\"><img src=x>.txt"	
 @@ -0,0 +1 @@
 +<script>alert(1)</script>
 diff --git "a/caf\303\251.bin" "b/caf\303\251.bin"

@@ -97,12 +97,16 @@ func (u *UI) session(w http.ResponseWriter, r *http.Request) *session {
 }
 
 // toSignIn sends the browser to the sign-in page, remembering where it
-// was going. Requests made by the page's script and streams get 401
-// instead, so the script can reload the page.
+// was going. A form post gets a 401 page saying nothing was done; a
+// stream gets a bare 401, so the page's script reloads the page.
 func (u *UI) toSignIn(w http.ResponseWriter, r *http.Request, notice string) {
-	if r.Method != http.MethodGet || r.Header.Get("Accept") == "text/event-stream" {
+	if r.Header.Get("Accept") == "text/event-stream" {
 		w.Header().Set("Cache-Control", "no-store")
 		http.Error(w, "signed out", http.StatusUnauthorized)
+		return
+	}
+	if r.Method != http.MethodGet {
+		u.renderError(w, r, nil, http.StatusUnauthorized, "You are not signed in (or your token was revoked), so nothing was done. Sign in and try again.")
 		return
 	}
 	q := url.Values{"m": {notice}}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -281,5 +282,49 @@ func TestBundleDownload(t *testing.T) {
 	w2.signIn(sam)
 	if r := w2.get("/ui/runs/" + run.ID + "/bundle"); r.status != http.StatusForbidden {
 		t.Fatalf("another requester's bundle: %d", r.status)
+	}
+}
+
+// TestRunListFiltersAndPaging: filters reach the API, paging follows its
+// cursor, and links keep the filters.
+func TestRunListFiltersAndPaging(t *testing.T) {
+	tp := testutil.StartPlane(t)
+	ws := testutil.UploadWorkspace(t, tp.Admin, map[string]string{"a.txt": "a"})
+	submit := func(pool string, n int) {
+		for i := 0; i < n; i++ {
+			if _, err := tp.Admin.SubmitRun(bg, client.RunRequest{Agent: protocol.AgentSpec{Kind: protocol.AgentMock}, Prompt: "task " + pool, Pool: pool, Workspace: ws}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	submit("local", 27)
+	submit("default", 2)
+	w := newWeb(t, tp.URL)
+	w.signIn(tp.AdminToken)
+	rows := func(body string) int { return strings.Count(body, "<tr data-run=") }
+
+	first := w.get("/ui/?pool=local")
+	if n := rows(first.body); n != 25 || strings.Contains(first.body, "task default") {
+		t.Fatalf("first page of pool local: %d rows", n)
+	}
+	m := regexp.MustCompile(`href="(/ui/\?[^"]*cursor=[^"]*)">Older`).FindStringSubmatch(first.body)
+	if m == nil || !strings.Contains(m[1], "pool=local") {
+		t.Fatalf("no next-page link keeping the filter:\n%s", first.body)
+	}
+	next := w.get(strings.ReplaceAll(m[1], "&amp;", "&"))
+	if n := rows(next.body); n != 2 || !strings.Contains(next.body, "← Newest") {
+		t.Fatalf("second page: %d rows", n)
+	}
+	if n := rows(w.get("/ui/?pool=default").body); n != 2 {
+		t.Fatalf("pool default: %d rows", n)
+	}
+	if n := rows(w.get("/ui/?state=completed").body); n != 0 {
+		t.Fatalf("state completed: %d rows", n)
+	}
+	if r := w.get("/ui/?state=sleeping"); r.status != http.StatusBadRequest || !strings.Contains(r.body, "is not one of") {
+		t.Fatalf("bad state filter: %d", r.status)
+	}
+	if stream := regexp.MustCompile(`data-stream="([^"]+)"`).FindStringSubmatch(first.body); stream == nil || !strings.Contains(stream[1], "pool=local") || !strings.Contains(stream[1], "since=") {
+		t.Fatalf("live stream URL does not carry the filter and since: %v", stream)
 	}
 }

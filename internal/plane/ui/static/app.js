@@ -6,6 +6,7 @@
 // builds markup from data.
 (function () {
   "use strict";
+  document.documentElement.setAttribute("data-js", "on");
 
   function ago(iso) {
     var t = Date.parse(iso);
