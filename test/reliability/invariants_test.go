@@ -473,3 +473,10 @@ func copyFile(src, dst string) error {
 	}
 	return out.Close()
 }
+
+func failureText(f *client.Failure) string {
+	if f == nil {
+		return ""
+	}
+	return f.Class + ": " + f.Message
+}

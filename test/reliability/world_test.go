@@ -31,8 +31,10 @@ type world struct {
 
 type worldConfig struct {
 	plane    planeConfig
-	relay    bool
+	relay    bool // runners (and the requester, unless directRequester) reach the plane through a relay
 	noSecret bool
+
+	directRequester bool
 }
 
 func newWorld(t testing.TB, name string, cfg worldConfig) *world {
@@ -42,7 +44,9 @@ func newWorld(t testing.TB, name string, cfg worldConfig) *world {
 	url := w.pp.url
 	if cfg.relay {
 		w.rl = startRelay(t, w.pp.addr)
-		url = w.rl.url()
+		if !cfg.directRequester {
+			url = w.rl.url()
+		}
 	}
 	ctx := bg(t)
 	token := w.pp.principal(t, name+"@test", client.RoleRequester)
