@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"warrant.dev/warrant/client"
+	"warrant.dev/warrant/internal/plane"
 	"warrant.dev/warrant/internal/testutil"
 	"warrant.dev/warrant/protocol"
 )
@@ -26,6 +27,15 @@ func TestBrowserRunLive(t *testing.T) {
 	tp := testutil.StartPlane(t)
 	startRunner(t, tp, "local", "laptop-runner")
 	rita, _, _ := principal(t, tp, client.RoleRequester, "rita@example.com")
+	const secretValue = "s3cr3t-value-never-on-a-page"
+	pol := plane.DefaultPolicy()
+	pol.Secrets.Releasable = []protocol.SecretScopeRule{{Name: "DEPLOY_KEY", Scope: "pool:local", Pools: []string{"local"}}}
+	if _, err := tp.Admin.PutPolicy(bg, pol); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.Admin.PutSecret(bg, "DEPLOY_KEY", secretValue); err != nil {
+		t.Fatal(err)
+	}
 	x := newB(t)
 
 	x.open(tp.URL + "/ui/")
@@ -42,7 +52,9 @@ func TestBrowserRunLive(t *testing.T) {
 	failing := submitCommand(t, rita, "echo 'tests failed' >&2; exit 3", nil)
 	x.until("a failed run in the list", `document.querySelector('tr[data-run=`+js(failing.ID)+`]')?.dataset.state === "failed"`)
 	gate := newGate(t)
-	run := submitCommand(t, rita, gate.script("printf 'two\\n' >> README.md\nprintf 'hello from the run\\n' > notes.txt"), map[string]string{"README.md": "one\n", "src/app.go": "package app\n"})
+	work := "printf 'two\\n' >> README.md\nprintf 'hello from the run\\n' > notes.txt\ncurl -s -m 5 https://denied.example.com/ >/dev/null 2>&1 || true"
+	run := submitCommand(t, rita, gate.script(work), map[string]string{"README.md": "one\n", "src/app.go": "package app\n"},
+		func(r *client.RunRequest) { r.Secrets = []string{"DEPLOY_KEY"} })
 	row := `document.querySelector('tr[data-run=` + js(run.ID) + `]')`
 	x.until("the new run in the list", row+` !== null`)
 	gate.open(t)
@@ -71,6 +83,15 @@ func TestBrowserRunLive(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("receipt page lacks %q", want)
 		}
+	}
+	if hosts := eval[string](x, `document.querySelector("#what-saw-it").innerText`); !strings.Contains(hosts, "Hosts blocked\nblocked denied.example.com") && !strings.Contains(hosts, "blocked denied.example.com") {
+		t.Errorf("what saw it does not list the blocked host:\n%s", hosts)
+	}
+	if secrets := eval[string](x, `document.querySelector("#what-saw-it").innerText`); !strings.Contains(secrets, "DEPLOY_KEY (pool:local)") {
+		t.Errorf("what saw it does not name the released secret:\n%s", secrets)
+	}
+	if eval[bool](x, `document.documentElement.outerHTML.includes(`+js(secretValue)+`)`) {
+		t.Fatal("the secret's value is on the page")
 	}
 	got, err := tp.Admin.GetRun(bg, run.ID)
 	if err != nil {

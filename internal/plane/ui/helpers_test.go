@@ -128,13 +128,17 @@ func consentPolicy(t *testing.T, tp *testutil.TestPlane) {
 
 // submitCommand submits a command-agent run in pool "local" with files
 // as its workspace.
-func submitCommand(t *testing.T, c *client.Client, script string, files map[string]string) *client.Run {
+func submitCommand(t *testing.T, c *client.Client, script string, files map[string]string, edit ...func(*client.RunRequest)) *client.Run {
 	t.Helper()
 	if files == nil {
 		files = map[string]string{"README.md": "# demo\n"}
 	}
 	ws := testutil.UploadWorkspace(t, c, files)
-	resp, err := c.SubmitRun(bg, client.RunRequest{Agent: protocol.AgentSpec{Kind: protocol.AgentCommand}, Prompt: script, Pool: "local", Workspace: ws})
+	req := client.RunRequest{Agent: protocol.AgentSpec{Kind: protocol.AgentCommand}, Prompt: script, Pool: "local", Workspace: ws}
+	for _, e := range edit {
+		e(&req)
+	}
+	resp, err := c.SubmitRun(bg, req)
 	if err != nil {
 		t.Fatalf("submit: %v", err)
 	}

@@ -1,12 +1,15 @@
 package ui_test
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"warrant.dev/warrant/client"
 	"warrant.dev/warrant/internal/testutil"
@@ -326,5 +329,83 @@ func TestRunListFiltersAndPaging(t *testing.T) {
 	}
 	if stream := regexp.MustCompile(`data-stream="([^"]+)"`).FindStringSubmatch(first.body); stream == nil || !strings.Contains(stream[1], "pool=local") || !strings.Contains(stream[1], "since=") {
 		t.Fatalf("live stream URL does not carry the filter and since: %v", stream)
+	}
+}
+
+// sseLines reads a Server-Sent Events response line by line.
+func sseLines(t *testing.T, w *web, ctx context.Context, path string) (<-chan string, *http.Response) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := w.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("%s: %d %s", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return lines, resp
+}
+
+// waitLine reads lines until one contains want.
+func waitLine(t *testing.T, lines <-chan string, want string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("stream ended before %q", want)
+			}
+			if strings.Contains(l, want) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no %q on the stream", want)
+		}
+	}
+}
+
+// TestLiveStreams: the UI's streams say what changed, end when the run
+// ends, and leave nothing running.
+func TestLiveStreams(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	tp := testutil.StartPlane(t)
+	w := newWeb(t, tp.URL)
+	t.Cleanup(w.http.CloseIdleConnections)
+	w.signIn(tp.AdminToken)
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+
+	list, listResp := sseLines(t, w, ctx, "/ui/stream/runs?pool=local")
+	defer listResp.Body.Close()
+	run := submitCommand(t, tp.Admin, "true", nil)
+	waitLine(t, list, `"id":"`+run.ID+`"`)
+
+	events, evResp := sseLines(t, w, ctx, "/ui/runs/"+run.ID+"/stream?after=0")
+	defer evResp.Body.Close()
+	waitLine(t, events, "id: 1")
+	waitLine(t, events, `event: state`)
+	cl := tp.EnrollRunner("local").MustClaim(t)
+	waitLine(t, events, `"type":"run.claimed"`)
+	waitLine(t, list, `"state":"claimed"`)
+	cl.Finish(t, protocol.RunCompleted{})
+	waitLine(t, events, "event: end")
+	for range events { // the stream ends after "end"
+	}
+	waitLine(t, list, `"state":"completed"`)
+	cancel()
+	for range list {
 	}
 }
