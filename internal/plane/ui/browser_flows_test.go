@@ -24,6 +24,7 @@ import (
 // bundle download), watch another run complete on its own page, and look
 // at the run page on a phone.
 func TestBrowserRunLive(t *testing.T) {
+	needBrowser(t)
 	tp := testutil.StartPlane(t)
 	startRunner(t, tp, "local", "laptop-runner")
 	rita, _, _ := principal(t, tp, client.RoleRequester, "rita@example.com")
@@ -158,6 +159,7 @@ func TestBrowserRunLive(t *testing.T) {
 // then runs to completion, the decision in its events and receipt) and
 // denies another with a reason.
 func TestBrowserApproveAndDeny(t *testing.T) {
+	needBrowser(t)
 	tp := testutil.StartPlane(t)
 	startRunner(t, tp, "local", "approvals-runner")
 	consentPolicy(t, tp)
@@ -224,6 +226,7 @@ func TestBrowserApproveAndDeny(t *testing.T) {
 // TestBrowserRunners: the runners page lists who is enrolled, and an
 // admin revokes one.
 func TestBrowserRunners(t *testing.T) {
+	needBrowser(t)
 	tp := testutil.StartPlane(t)
 	startRunner(t, tp, "local", "build-box-1")
 	spare := tp.EnrollRunner("gpu", protocol.IsolationProcess, protocol.IsolationNamespace)
@@ -275,6 +278,7 @@ func TestBrowserRunners(t *testing.T) {
 // TestBrowserScriptInert: a task, file names and a diff carrying script
 // and markup render as text; nothing runs.
 func TestBrowserScriptInert(t *testing.T) {
+	needBrowser(t)
 	tp := testutil.StartPlane(t)
 	startRunner(t, tp, "local", "runner")
 	const scriptPayload = `<script>window.__pwned=1;alert(1)</script>`
@@ -339,6 +343,7 @@ func TestBrowserScriptInert(t *testing.T) {
 // same-site origin by the origin check, the cross-site one already by the
 // SameSite cookie.
 func TestBrowserCrossSiteFormRefused(t *testing.T) {
+	needBrowser(t)
 	tp := testutil.StartPlane(t)
 	consentPolicy(t, tp)
 	rita, _, _ := principal(t, tp, client.RoleRequester, "rita@example.com")
@@ -382,6 +387,7 @@ func TestBrowserCrossSiteFormRefused(t *testing.T) {
 // TestBrowserRequesterCannotApprove: a requester sees the queue without
 // decision buttons, and a decision posted from the page anyway is refused.
 func TestBrowserRequesterCannotApprove(t *testing.T) {
+	needBrowser(t)
 	tp := testutil.StartPlane(t)
 	consentPolicy(t, tp)
 	rita, _, ritaTok := principal(t, tp, client.RoleRequester, "rita@example.com")
@@ -409,6 +415,7 @@ func TestBrowserRequesterCannotApprove(t *testing.T) {
 // TestBrowserRevokedTokenSignedOut: revoking the token signs the user
 // out, even on a live page that only refreshes itself.
 func TestBrowserRevokedTokenSignedOut(t *testing.T) {
+	needBrowser(t)
 	tp := testutil.StartPlane(t)
 	_, _, tok := principal(t, tp, client.RoleAuditor, "audrey@example.com")
 	x := newB(t)

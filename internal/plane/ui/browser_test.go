@@ -24,7 +24,13 @@ import (
 // browser per test binary, one isolated browser context (cookies, tabs)
 // per test.
 
-const chromiumPath = "/usr/bin/chromium"
+// chromiumPath is Debian's Chromium; WARRANT_TEST_CHROMIUM overrides it.
+var chromiumPath = func() string {
+	if p := os.Getenv("WARRANT_TEST_CHROMIUM"); p != "" {
+		return p
+	}
+	return "/usr/bin/chromium"
+}()
 
 var browser struct {
 	once    sync.Once
@@ -87,16 +93,27 @@ func startBrowser() {
 	}
 }
 
-// tab opens a tab in a fresh browser context (its own cookies). Without
-// Chromium the test is skipped loudly, or fails under CI=true.
+var skipNotice sync.Once
+
+// needBrowser skips the test loudly without Chromium, or fails it under
+// CI=true. Browser tests call it first.
+func needBrowser(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(chromiumPath); err == nil {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("browser tests need %s (apt-get install chromium); CI must run them", chromiumPath)
+	}
+	msg := fmt.Sprintf("SKIPPED: the web UI's browser tests need %s (apt-get install chromium); under CI=true they fail", chromiumPath)
+	skipNotice.Do(func() { fmt.Fprintln(os.Stderr, msg) })
+	t.Skip(msg)
+}
+
+// tab opens a tab in a fresh browser context (its own cookies).
 func tab(t *testing.T) context.Context {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("browser tests need %s (apt-get install chromium); CI must run them", chromiumPath)
-		}
-		t.Skipf("SKIPPED: browser test needs %s (apt-get install chromium); under CI=true this fails", chromiumPath)
-	}
+	needBrowser(t)
 	browser.once.Do(startBrowser)
 	if browser.err != nil {
 		t.Fatalf("browser: %v", browser.err)
