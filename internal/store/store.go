@@ -33,6 +33,10 @@ var (
 	ErrHashMismatch  = errors.New("content does not match its hash")
 	ErrTooLarge      = errors.New("content exceeds the size limit")
 	ErrSchemaTooNew  = errors.New("database schema is newer than this binary understands")
+	// ErrStorageFull means a write failed because the disk (or the
+	// database's size limit) is full: nothing was written, and the same
+	// write may succeed once space is freed.
+	ErrStorageFull = errors.New("storage full")
 )
 
 // ChainError says where appended events failed to extend a run's chain.

@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"warrant.dev/warrant/internal/store"
 	"warrant.dev/warrant/protocol"
@@ -50,8 +51,17 @@ func (s *Store) path(hash string) (string, error) {
 	return filepath.Join(s.dir, hash[:2], hash[2:]), nil
 }
 
-// Put stores r's bytes under hash, verifying the hash while streaming.
+// Put stores r's bytes under hash, verifying the hash while streaming. A
+// write refused because the disk is full is marked store.ErrStorageFull.
 func (s *Store) Put(ctx context.Context, hash string, r io.Reader, maxBytes int64) (int64, bool, error) {
+	n, created, err := s.put(ctx, hash, r, maxBytes)
+	if err != nil && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
+		err = fmt.Errorf("%w: %w", store.ErrStorageFull, err)
+	}
+	return n, created, err
+}
+
+func (s *Store) put(ctx context.Context, hash string, r io.Reader, maxBytes int64) (int64, bool, error) {
 	final, err := s.path(hash)
 	if err != nil {
 		return 0, false, err

@@ -157,20 +157,32 @@ type queryer interface {
 }
 
 // tx runs fn in one write transaction: committed when fn returns nil,
-// rolled back otherwise.
+// rolled back otherwise. A write refused because the disk is full is
+// marked store.ErrStorageFull.
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return markFull(fmt.Errorf("begin: %w", err))
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
-		return err
+		return markFull(err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return markFull(fmt.Errorf("commit: %w", err))
 	}
 	return nil
+}
+
+// markFull adds store.ErrStorageFull to an error SQLite raised because the
+// database could not grow (SQLITE_FULL: the disk is full, or
+// max_page_count was reached).
+func markFull(err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL && !errors.Is(err, store.ErrStorageFull) {
+		return fmt.Errorf("%w: %w", store.ErrStorageFull, err)
+	}
+	return err
 }
 
 func ms(t time.Time) int64 {
