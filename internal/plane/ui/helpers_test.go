@@ -22,12 +22,12 @@ var bg = context.Background()
 // web is a cookie-keeping HTTP client of a plane's UI that does not follow
 // redirects, like a browser without JavaScript seen one request at a time.
 type web struct {
-	t    *testing.T
+	t    testing.TB
 	base string // the plane's URL
 	http *http.Client
 }
 
-func newWeb(t *testing.T, planeURL string) *web {
+func newWeb(t testing.TB, planeURL string) *web {
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func (w *web) post(path string, form url.Values) reply {
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 
 // csrf is the CSRF token of the forms on a page.
-func csrf(t *testing.T, page string) string {
+func csrf(t testing.TB, page string) string {
 	t.Helper()
 	m := csrfField.FindStringSubmatch(page)
 	if m == nil {

@@ -146,26 +146,26 @@ func (u *UI) handleRun(w http.ResponseWriter, r *http.Request) {
 		u.apiError(w, r, s, err)
 		return
 	}
+	p := &runPage{page: newPage(s, "Run "+run.ID, "runs"), Run: run, Terminal: protocol.IsTerminalState(run.State)}
+	p.Notice = notices[r.URL.Query().Get("done")]
+	var bundle *protocol.Bundle
 	var events []protocol.ChainedEvent
-	if run.ContractHash != "" {
+	if run.HasReceipt {
+		b, _, err := s.api.Bundle(ctx, id)
+		if err != nil {
+			p.Verify = &verifyView{Status: "failed", Label: "Bundle unreadable", Note: "The plane's bundle for this run could not be read or parsed: " + errText(err)}
+		} else {
+			bundle, events = b, b.Events // the whole chain, as verified
+			p.Verify = u.verify(b)
+		}
+	}
+	if bundle == nil && run.ContractHash != "" {
 		el, err := s.api.Events(ctx, id, -1)
 		if err != nil {
 			u.apiError(w, r, s, err)
 			return
 		}
 		events = el.Events
-	}
-	p := &runPage{page: newPage(s, "Run "+run.ID, "runs"), Run: run, Terminal: protocol.IsTerminalState(run.State)}
-	p.Notice = notices[r.URL.Query().Get("done")]
-	var bundle *protocol.Bundle
-	if run.HasReceipt {
-		b, _, err := s.api.Bundle(ctx, id)
-		if err != nil {
-			p.Verify = &verifyView{Status: "failed", Label: "Bundle unreadable", Note: "The plane's bundle for this run could not be read or parsed: " + errText(err)}
-		} else {
-			bundle = b
-			p.Verify = u.verify(b)
-		}
 	}
 	p.Moved = moved(run, events)
 	p.Moved.FilesIn = u.snapshotFiles(ctx, s, p.Moved.SnapshotHash)
