@@ -55,9 +55,10 @@ func (l diffLine) Sign() string {
 	return ""
 }
 
-// parseDiff parses a git unified diff. Anything it does not recognise is
-// kept as a note line of the current file; nothing is dropped silently
-// except past the limits, which set Truncated.
+// parseDiff parses a git unified diff. Header lines (index, similarity,
+// ---/+++) become the file's path and status; anything else it does not
+// recognise is kept as a note line. Past the limits it stops keeping
+// lines and sets Truncated (the counts still cover the whole diff).
 func parseDiff(data []byte) *diffView {
 	v := &diffView{}
 	var cur *diffFile

@@ -99,9 +99,8 @@ type approvalsPage struct {
 }
 
 type pendingRun struct {
-	Run         client.Run
-	Mine        bool // the viewer requested it: another approver must decide
-	NotApprover string
+	Run  client.Run
+	Mine bool // the viewer requested it: another approver must decide
 }
 
 func (u *UI) handleApprovals(w http.ResponseWriter, r *http.Request) {
