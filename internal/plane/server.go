@@ -14,7 +14,8 @@ import (
 	"warrant.dev/warrant/internal/plane/ui"
 )
 
-// Handler returns the plane's HTTP API.
+// Handler returns the plane's HTTP API and, under /ui/, its web UI (a
+// client of the API, served in memory; see package ui).
 func (p *Plane) Handler() http.Handler {
 	mux := http.NewServeMux()
 	rt := func(pattern string, rule authRule, h handlerFunc) { p.route(mux, pattern, rule, h) }
