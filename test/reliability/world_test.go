@@ -20,13 +20,14 @@ const secretEnv = "REL_API_KEY"
 // world is one scenario's plane, its clients, a workspace, a secret and
 // the marker file its runs append to.
 type world struct {
-	t       testing.TB
-	pp      *planeProc
-	rl      *relay         // between every client but the checker and the plane; nil: direct
-	req     *client.Client // a requester, through the relay when there is one
-	ws      protocol.Manifest
-	markers string
-	secret  string
+	t        testing.TB
+	pp       *planeProc
+	rl       *relay         // between every client but the checker and the plane; nil: direct
+	req      *client.Client // a requester, through the relay when there is one
+	reqToken string
+	ws       protocol.Manifest
+	markers  string
+	secret   string
 }
 
 type worldConfig struct {
@@ -50,6 +51,7 @@ func newWorld(t testing.TB, name string, cfg worldConfig) *world {
 	}
 	ctx := bg(t)
 	token := w.pp.principal(t, name+"@test", client.RoleRequester)
+	w.reqToken = token
 	w.req = newClient(t, url, token)
 	w.ws = testutil.UploadWorkspace(t, newClient(t, w.pp.url, token), map[string]string{
 		"README.md": "# reliability\n", "main.go": "package main\n\nfunc main() {}\n",
