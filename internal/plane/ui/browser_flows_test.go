@@ -173,6 +173,13 @@ func TestBrowserApproveAndDeny(t *testing.T) {
 	x.open(tp.URL + "/ui/approvals")
 	x.until("both pending runs and the page's script", `document.querySelectorAll("article.pending").length === 2 && document.documentElement.getAttribute("data-js") === "on"`)
 	x.screenshot("approvals.png")
+	x.do("phone viewport", chromedp.EmulateViewport(375, 812, chromedp.EmulateMobile), chromedp.Reload())
+	x.until("the queue on a phone", `document.querySelectorAll("article.pending").length === 2`)
+	if w := eval[int](x, `document.documentElement.scrollWidth`); w > 376 {
+		t.Errorf("the approvals page is %d px wide on a 375 px phone", w)
+	}
+	x.screenshot("approvals-phone.png")
+	x.do("laptop viewport", chromedp.ResetViewport(), chromedp.Reload())
 
 	x.do("write a reason", chromedp.SendKeys(chromedp.CSS(`[id="reason-`+good.ID+`"]`), "reviewed: writes one file"))
 	x.clickAndLoad(`[id="pending-` + good.ID + `"] button.approve`)
