@@ -126,6 +126,8 @@ func Pull(ctx context.Context, opts PullOptions) (*PullResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pull %s into %s: %w", opts.RunID, p.top, err)
 	}
+	opts.Logger.Debug("pull", "run", opts.RunID, "mode", res.Mode, "dry_run", res.DryRun, "diverged", res.Diverged,
+		"applied", len(res.Applied), "conflicts", len(res.Conflicts), "branch", res.Branch)
 	return res, nil
 }
 
