@@ -51,9 +51,12 @@ func TestMain(m *testing.M) {
 	suite.tokens = map[string]string{}
 	code := m.Run()
 	// The leak scan sees what every test left behind, whatever their
-	// outcome (a failed test's data is evidence too).
-	if scanCode := leakScanAfterSuite(os.Stdout); scanCode != 0 && code == 0 {
-		code = scanCode
+	// outcome (a failed test's data is evidence too). Fuzzing runs no
+	// suite test.
+	if !fuzzing() {
+		if scanCode := leakScanAfterSuite(os.Stdout); scanCode != 0 && code == 0 {
+			code = scanCode
+		}
 	}
 	if *flagKeep || code != 0 {
 		fmt.Fprintf(os.Stderr, "reliability: suite directory kept: %s\n", root)
@@ -61,6 +64,15 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(root)
 	}
 	os.Exit(code)
+}
+
+// fuzzing reports whether this process fuzzes (or is a fuzz worker).
+func fuzzing() bool {
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		return true
+	}
+	f := flag.Lookup("test.fuzzworker")
+	return f != nil && f.Value.String() == "true"
 }
 
 // warrantBinary builds the real warrant binary once per test process.
