@@ -155,6 +155,19 @@ func (a *app) runBench(f benchFlags) error {
 	defer os.RemoveAll(dir)
 	childEnv := append(os.Environ(), "WARRANT_CONFIG_DIR="+filepath.Join(dir, "config"))
 	sampler := &benchSampler{start: time.Now()}
+	// Child processes stop together: runners first (no new claims), then
+	// the plane, whose drain ends the runners' claim long polls at once.
+	defer func() {
+		for _, r := range sampler.runners {
+			r.terminate()
+		}
+		if sampler.plane != nil {
+			sampler.plane.stop(10 * time.Second)
+		}
+		for _, r := range sampler.runners {
+			r.wait(30 * time.Second)
+		}
+	}()
 
 	var clients []*client.Client
 	switch {
@@ -174,7 +187,6 @@ func (a *app) runBench(f benchFlags) error {
 		if err != nil {
 			return err
 		}
-		defer child.stop(10 * time.Second)
 		sampler.plane, sampler.planeURL = child, url
 		c, err := client.New(url, client.WithToken(token))
 		if err != nil {
@@ -253,7 +265,6 @@ func (a *app) runBench(f benchFlags) error {
 			if err != nil {
 				return err
 			}
-			defer child.stop(30 * time.Second)
 			sampler.runners = append(sampler.runners, child)
 			continue
 		}

@@ -84,6 +84,13 @@ func startBenchChild(name, self string, env []string, onLine func(string), args 
 
 // stop sends SIGTERM and waits up to grace, then kills.
 func (c *benchChild) stop(grace time.Duration) {
+	c.terminate()
+	c.wait(grace)
+}
+
+// terminate asks the process to stop (SIGTERM), noting its peak memory
+// first.
+func (c *benchChild) terminate() {
 	select {
 	case <-c.done:
 		return
@@ -91,6 +98,10 @@ func (c *benchChild) stop(grace time.Duration) {
 	}
 	c.sample() // the peak, before the process is gone
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+}
+
+// wait waits up to grace for the process to exit, then kills it.
+func (c *benchChild) wait(grace time.Duration) {
 	select {
 	case <-c.done:
 	case <-time.After(grace):
