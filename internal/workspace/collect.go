@@ -293,12 +293,14 @@ func readBatchBlob(r *bufio.Reader, h hash.Hash) (string, blobSum, error) {
 
 // saveState keeps what Collect needs in the runner-private state
 // directory: a copy of the base index (with the stat data of the files as
-// written) and the base commit and tree.
-func saveState(dir, stateDir string, m *Materialized) error {
+// written) and the base commit and tree. The copy is written after the
+// workspace's files and index, so its modification time, which decides
+// which entries are racily clean, is not older than theirs.
+func saveState(stateDir string, m *Materialized, index []byte) error {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return err
 	}
-	if err := copyIndex(filepath.Join(dir, ".git", "index"), filepath.Join(stateDir, "index")); err != nil {
+	if err := os.WriteFile(filepath.Join(stateDir, "index"), index, 0o600); err != nil {
 		return fmt.Errorf("save base index: %w", err)
 	}
 	return os.WriteFile(filepath.Join(stateDir, "base"), []byte(m.BaseCommit+" "+m.BaseTree+"\n"), 0o600)

@@ -123,6 +123,15 @@
 // overrides the tree's .gitattributes (no end-of-line conversion, no
 // filters), so git stores and diffs the bytes as they are.
 //
+// No git process runs: Materialize writes the repository itself, as it
+// writes the files. Each blob is compressed (zlib, fastest level) into
+// one version 2 pack as it is written to the tree, then the trees (in
+// git's entry order) and the commit; the pack's version 2 index, the
+// refs (packed-refs), HEAD, the configuration and the index (from the
+// stat data of the files as written) follow. Object ids are git's
+// (SHA-1 of "<type> <size>\x00<content>"), so git reads the result as
+// its own; the tests check it with git fsck --strict.
+//
 // # Collect
 //
 // Collect stages the session's work tree in a private git directory —

@@ -23,3 +23,6 @@ func MatchPattern(patterns []string, fold bool, p string) (string, bool, error) 
 
 // ValidPath exposes the allocation-free path check.
 func ValidPath(p string) bool { return validPath(p) }
+
+// GitCommands returns how many git processes the package has started.
+func GitCommands() int64 { return gitCommands.Load() }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // GitError reports a git command that failed. Stderr is git's own message
@@ -68,18 +69,6 @@ const (
 	// write itself. They see no system or global configuration at all.
 	runnerSide
 )
-
-// fixedIdentity is the author and committer of the synthetic base commit
-// of a materialized workspace. A fixed identity and date make the base
-// commit id a function of the snapshot alone.
-var fixedIdentity = []string{
-	"GIT_AUTHOR_NAME=warrant",
-	"GIT_AUTHOR_EMAIL=warrant@localhost",
-	"GIT_AUTHOR_DATE=946684800 +0000",
-	"GIT_COMMITTER_NAME=warrant",
-	"GIT_COMMITTER_EMAIL=warrant@localhost",
-	"GIT_COMMITTER_DATE=946684800 +0000",
-}
 
 // gitEnv builds a git environment from scratch: nothing of the caller's
 // GIT_* variables (GIT_DIR, GIT_INDEX_FILE, GIT_EXTERNAL_DIFF, ...) leaks
@@ -145,11 +134,16 @@ func (g *gitRunner) with(extra ...string) *gitRunner {
 	return &gitRunner{dir: g.dir, env: append(env, extra...)}
 }
 
+// gitCommands counts the git processes this package started, for tests
+// that check a path runs none.
+var gitCommands atomic.Int64
+
 func (g *gitRunner) command(ctx context.Context, args []string) (*exec.Cmd, error) {
 	bin, err := gitBinary()
 	if err != nil {
 		return nil, err
 	}
+	gitCommands.Add(1)
 	full := make([]string, 0, len(gitGlobalArgs)+len(args))
 	full = append(full, gitGlobalArgs...)
 	full = append(full, args...)

@@ -1,10 +1,11 @@
 package workspace
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha1"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -141,18 +142,27 @@ func Materialize(ctx context.Context, opts MaterializeOptions) (*Materialized, e
 	for _, e := range snap.Entries {
 		total += e.Size
 	}
-	entries, err := writeEntries(ctx, root, dir, opts.Source, snap, targets, workers)
+	gitDir, err := initRepository(dir)
+	if err != nil {
+		return nil, fmt.Errorf("materialize: %w", err)
+	}
+	pack, err := newPackWriter(filepath.Join(gitDir, "objects", "pack"), countObjects(snap))
+	if err != nil {
+		return nil, fmt.Errorf("materialize: %w", err)
+	}
+	defer pack.abort()
+	entries, err := writeEntries(ctx, root, dir, opts.Source, snap, targets, workers, pack)
 	if err != nil {
 		return nil, fmt.Errorf("materialize: %w", err)
 	}
 	tFiles := time.Since(start)
-	commit, tree, err := commitBase(ctx, dir, snap, entries, targets, m.BundleHash)
+	commit, tree, index, err := commitBase(gitDir, snap, entries, pack, m.BundleHash)
 	if err != nil {
 		return nil, fmt.Errorf("materialize: %w", err)
 	}
 	res := &Materialized{Dir: dir, StateDir: stateDir, BaseCommit: commit, BaseTree: tree, Files: len(snap.Entries), Bytes: total}
 	if stateDir != "" {
-		if err := saveState(dir, stateDir, res); err != nil {
+		if err := saveState(stateDir, res, index); err != nil {
 			return nil, fmt.Errorf("materialize: %w", err)
 		}
 	}
@@ -324,10 +334,10 @@ type indexEntry struct {
 	dev, ino, mode, uid, gid, fileSize uint32
 }
 
-// writeEntries fetches each distinct blob once, verifies it and writes it
-// to every path that has it, recording each file's git blob id and stat
-// data for the index.
-func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource, snap *protocol.Snapshot, targets map[string]string, workers int) ([]indexEntry, error) {
+// writeEntries fetches each distinct blob once, verifies it, writes it to
+// every path that has it and adds it to the pack, recording each file's
+// git blob id and stat data for the index.
+func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource, snap *protocol.Snapshot, targets map[string]string, workers int, pack *packWriter) ([]indexEntry, error) {
 	type group struct {
 		hash    string
 		size    int64
@@ -361,6 +371,9 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 			if oid, err = writeLargeVerified(ctx, root, src, first); err != nil {
 				return err
 			}
+			if err := packFile(pack, root, first, oid); err != nil {
+				return err
+			}
 			if err := statEntry(dir, first, oid, &out[g.entries[0]]); err != nil {
 				return err
 			}
@@ -378,7 +391,10 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 		if err != nil {
 			return fmt.Errorf("%q: %w", first.Path, err)
 		}
-		oid = gitBlobID(data)
+		oid = hashObject(objBlob, data)
+		if err := pack.add(objBlob, oid, data); err != nil {
+			return fmt.Errorf("%q: %w", first.Path, err)
+		}
 		for _, i := range g.entries {
 			if err := writeFile(root, snap.Entries[i], data); err != nil {
 				return err
@@ -402,21 +418,29 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 		if err := root.Symlink(targets[e.Path], e.Path); err != nil {
 			return nil, fmt.Errorf("symlink %q: %w", e.Path, err)
 		}
-		if err := statEntry(dir, e, gitBlobID([]byte(targets[e.Path])), &out[i]); err != nil {
+		target := []byte(targets[e.Path])
+		oid := hashObject(objBlob, target)
+		if err := pack.add(objBlob, oid, target); err != nil { // once: the pack skips ids it has
+			return nil, fmt.Errorf("symlink %q: %w", e.Path, err)
+		}
+		if err := statEntry(dir, e, oid, &out[i]); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-// gitBlobID is git's SHA-1 object id of a blob with this content.
-func gitBlobID(data []byte) [sha1.Size]byte {
-	h := sha1.New()
-	fmt.Fprintf(h, "blob %d\x00", len(data))
-	h.Write(data)
-	var id [sha1.Size]byte
-	h.Sum(id[:0])
-	return id
+// packFile adds a large file Materialize wrote and verified to the pack.
+func packFile(pack *packWriter, root *os.Root, e protocol.SnapshotEntry, oid objectID) error {
+	f, err := root.Open(e.Path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pack.addStream(objBlob, oid, e.Size, f); err != nil {
+		return fmt.Errorf("%q: %w", e.Path, err)
+	}
+	return nil
 }
 
 // statEntry lstat()s a file Materialize just wrote (inside the directory
@@ -578,141 +602,155 @@ const workspaceConfig = `[core]
 	email = warrant@localhost
 `
 
-// commitBase makes dir a git repository whose HEAD commits exactly the
-// snapshot's files. The objects go into one pack through git fast-import
-// (one loose object per file would cost a file creation each), and the
-// index is written directly from the stat data gathered while writing the
-// files, so git never re-reads the tree. A final check compares the index
-// with the commit.
-func commitBase(ctx context.Context, dir string, snap *protocol.Snapshot, entries []indexEntry, targets map[string]string, bundleHash string) (commit, tree string, err error) {
-	g := newGit(dir, runnerSide, fixedIdentity...)
-	if _, err := g.run(ctx, nil, "init", "-q", "--template=", "--object-format=sha1", "--initial-branch="+baseBranch); err != nil {
-		return "", "", err
-	}
+// baseIdentity is the author and committer line of the synthetic base
+// commit: a fixed identity and date make the commit id a function of the
+// snapshot alone.
+const baseIdentity = "warrant <warrant@localhost> 946684800 +0000"
+
+// initRepository creates the git directory of a workspace with no more
+// than git needs (creating a file or directory costs more than anything
+// else Materialize does on some machines): HEAD, objects/pack and refs
+// (the refs themselves go to packed-refs; git creates refs/heads when a
+// session commits), the workspace's configuration and the neutral
+// attributes. It returns the git directory.
+func initRepository(dir string) (string, error) {
 	gitDir := filepath.Join(dir, ".git")
-	if err := os.WriteFile(filepath.Join(gitDir, "config"), []byte(workspaceConfig), 0o644); err != nil {
-		return "", "", err
+	for _, d := range []string{"", "objects", "objects/pack", "refs", "info"} {
+		if err := os.Mkdir(filepath.Join(gitDir, d), 0o755); err != nil {
+			return "", fmt.Errorf("init repository: %w", err)
+		}
 	}
-	if err := os.MkdirAll(filepath.Join(gitDir, "info"), 0o755); err != nil {
-		return "", "", err
+	for name, content := range map[string]string{
+		"HEAD":            "ref: refs/heads/" + baseBranch + "\n",
+		"config":          workspaceConfig,
+		"info/attributes": neutralAttributes,
+	} {
+		if err := os.WriteFile(filepath.Join(gitDir, name), []byte(content), 0o644); err != nil {
+			return "", fmt.Errorf("init repository: %w", err)
+		}
 	}
-	if err := os.WriteFile(filepath.Join(gitDir, "info", "attributes"), []byte(neutralAttributes), 0o644); err != nil {
-		return "", "", err
-	}
-	if err := fastImport(ctx, g, dir, snap, targets, bundleHash); err != nil {
-		return "", "", err
-	}
-	if err := writeIndex(filepath.Join(gitDir, "index"), snap, entries, time.Now()); err != nil {
-		return "", "", fmt.Errorf("write index: %w", err)
-	}
-	out, err := g.run(ctx, nil, "rev-parse", "refs/heads/"+baseBranch, "refs/heads/"+baseBranch+"^{tree}")
-	if err != nil {
-		return "", "", err
-	}
-	ids := strings.Fields(string(out))
-	if len(ids) != 2 {
-		return "", "", fmt.Errorf("git rev-parse: unexpected output %q", out)
-	}
-	code, err := g.exitCode(ctx, nil, nil, "diff-index", "--cached", "--quiet", "--no-renames", ids[0])
-	if err != nil {
-		return "", "", err
-	}
-	if code != 0 {
-		return "", "", errors.New("internal error: the written index does not match the base commit")
-	}
-	return ids[0], ids[1], nil
+	return gitDir, nil
 }
 
-// fastImport streams the snapshot's contents (each distinct one once) and
-// one commit into git fast-import, which writes them as a single pack and
-// sets refs/heads/main and refs/warrant/base.
-func fastImport(ctx context.Context, g *gitRunner, dir string, snap *protocol.Snapshot, targets map[string]string, bundleHash string) error {
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		_, err := g.run(ctx, pr, "fast-import", "--quiet", "--done")
-		pr.CloseWithError(err)
-		done <- err
-	}()
-	werr := writeFastImport(pw, dir, snap, targets, bundleHash)
-	pw.CloseWithError(werr)
-	err := <-done
-	if werr != nil && !errors.Is(werr, io.ErrClosedPipe) {
-		return fmt.Errorf("git fast-import input: %w", werr)
-	}
-	return err
-}
-
-func writeFastImport(pw io.Writer, dir string, snap *protocol.Snapshot, targets map[string]string, bundleHash string) error {
-	w := bufio.NewWriterSize(pw, 256<<10)
-	marks := make(map[string]int, len(snap.Entries))
-	mark := func(i int) int { return i + 1 }
-	for i, e := range snap.Entries {
-		if _, ok := marks[e.Hash]; ok {
-			continue
-		}
-		marks[e.Hash] = mark(i)
-		fmt.Fprintf(w, "blob\nmark :%d\ndata %d\n", mark(i), e.Size)
-		if e.Mode == protocol.ModeSymlink {
-			w.WriteString(targets[e.Path])
-		} else if err := copyFileTo(w, filepath.Join(dir, filepath.FromSlash(e.Path)), e.Size); err != nil {
-			return err
-		}
-		w.WriteByte('\n')
-	}
-	msg := "warrant snapshot " + bundleHash + "\n"
-	const who = "warrant <warrant@localhost> 946684800 +0000"
-	commitMark := len(snap.Entries) + 1
-	fmt.Fprintf(w, "commit refs/heads/%s\nmark :%d\nauthor %s\ncommitter %s\ndata %d\n%s", baseBranch, commitMark, who, who, len(msg), msg)
+// countObjects returns how many objects the base commit's pack holds:
+// one blob per distinct content, one tree per directory (the top one
+// included) and the commit.
+func countObjects(snap *protocol.Snapshot) int {
+	contents := make(map[string]struct{}, len(snap.Entries))
+	dirs := make(map[string]struct{})
+	prev := ""
 	for _, e := range snap.Entries {
-		fmt.Fprintf(w, "M %s :%d %s\n", e.Mode, marks[e.Hash], fastImportPath(e.Path))
-	}
-	fmt.Fprintf(w, "\nreset %s\nfrom :%d\n\ndone\n", baseRef, commitMark)
-	return w.Flush()
-}
-
-// fastImportPath quotes a path for a fast-import command when it must be:
-// when it starts with a double quote (validated paths hold no newline,
-// tab or backslash).
-func fastImportPath(p string) string {
-	if !strings.HasPrefix(p, `"`) {
-		return p
-	}
-	var b strings.Builder
-	b.WriteByte('"')
-	for i := 0; i < len(p); i++ {
-		switch c := p[i]; {
-		case c == '"':
-			b.WriteString(`\"`)
-		case c < 0x20 || c == 0x7f:
-			fmt.Fprintf(&b, "\\%03o", c)
-		default:
-			b.WriteByte(c)
+		contents[e.Hash] = struct{}{}
+		for d := path.Dir(e.Path); d != "." && d != prev; d = path.Dir(d) {
+			if _, ok := dirs[d]; ok {
+				break
+			}
+			dirs[d] = struct{}{}
 		}
+		prev = path.Dir(e.Path)
 	}
-	b.WriteByte('"')
-	return b.String()
+	return len(contents) + len(dirs) + 1 + 1
 }
 
-// copyFileTo copies exactly size bytes of a file Materialize wrote.
-func copyFileTo(w io.Writer, path string, size int64) error {
-	f, err := os.Open(path)
+// commitBase completes the repository of a workspace whose files (and
+// their blobs, in pack) are written: it packs the trees and the base
+// commit, writes the pack index, points refs/heads/main and
+// refs/warrant/base at the commit (in packed-refs), and writes the index from the stat
+// data gathered while writing the files, so git never re-reads the tree.
+// No git process runs.
+func commitBase(gitDir string, snap *protocol.Snapshot, entries []indexEntry, pack *packWriter, bundleHash string) (commit, tree string, index []byte, err error) {
+	treeID, err := packTrees(pack, snap, entries)
 	if err != nil {
-		return err
+		return "", "", nil, err
 	}
-	defer f.Close()
-	n, err := io.Copy(w, io.LimitReader(f, size))
-	if err == nil && n != size {
-		err = fmt.Errorf("%s: %d bytes, want %d", path, n, size)
+	body := commitBody(treeID, bundleHash)
+	commitID := hashObject(objCommit, body)
+	if err := pack.add(objCommit, commitID, body); err != nil {
+		return "", "", nil, fmt.Errorf("pack: %w", err)
 	}
-	return err
+	if _, err := pack.finish(); err != nil {
+		return "", "", nil, err
+	}
+	commit, tree = hex.EncodeToString(commitID[:]), hex.EncodeToString(treeID[:])
+	// Sorted by name, as the header promises: refs/heads/… < refs/warrant/….
+	refs := "# pack-refs with: peeled fully-peeled sorted \n" +
+		commit + " refs/heads/" + baseBranch + "\n" +
+		commit + " " + baseRef + "\n"
+	if err := os.WriteFile(filepath.Join(gitDir, "packed-refs"), []byte(refs), 0o644); err != nil {
+		return "", "", nil, fmt.Errorf("write refs: %w", err)
+	}
+	if index, err = writeIndex(filepath.Join(gitDir, "index"), snap, entries, time.Now()); err != nil {
+		return "", "", nil, fmt.Errorf("write index: %w", err)
+	}
+	return commit, tree, index, nil
+}
+
+// commitBody is the base commit object: the tree, the fixed identity and
+// the message naming the snapshot.
+func commitBody(tree objectID, bundleHash string) []byte {
+	var b bytes.Buffer
+	b.WriteString("tree ")
+	b.WriteString(hex.EncodeToString(tree[:]))
+	b.WriteString("\nauthor " + baseIdentity + "\ncommitter " + baseIdentity + "\n\nwarrant snapshot ")
+	b.WriteString(bundleHash)
+	b.WriteString("\n")
+	return b.Bytes()
+}
+
+// packTrees adds a tree object for every directory of the snapshot to
+// the pack, deepest first, and returns the id of the top one.
+//
+// Git orders a tree's entries by name, a directory's name compared as if
+// it ended in "/". The snapshot is sorted by full path, which is the same
+// order: the paths under directory "d" all start with "d/", and no other
+// name in the same directory can start with "d/" (names hold no "/") or
+// equal "d" (a file cannot also be a directory). So the entries of every
+// directory come contiguous and already in tree order.
+func packTrees(pack *packWriter, snap *protocol.Snapshot, entries []indexEntry) (objectID, error) {
+	var build func(prefix string, lo, hi int) (objectID, error)
+	build = func(prefix string, lo, hi int) (objectID, error) {
+		var b []byte
+		for i := lo; i < hi; {
+			rest := snap.Entries[i].Path[len(prefix):]
+			if slash := strings.IndexByte(rest, '/'); slash >= 0 {
+				name := rest[:slash]
+				sub := prefix + name + "/"
+				j := i + 1
+				for j < hi && strings.HasPrefix(snap.Entries[j].Path, sub) {
+					j++
+				}
+				id, err := build(sub, i, j)
+				if err != nil {
+					return id, err
+				}
+				b = append(b, "40000 "...)
+				b = append(b, name...)
+				b = append(b, 0)
+				b = append(b, id[:]...)
+				i = j
+				continue
+			}
+			b = append(b, snap.Entries[i].Mode...)
+			b = append(b, ' ')
+			b = append(b, rest...)
+			b = append(b, 0)
+			b = append(b, entries[i].oid[:]...)
+			i++
+		}
+		id := hashObject(objTree, b)
+		if err := pack.add(objTree, id, b); err != nil {
+			return id, fmt.Errorf("pack tree %q: %w", prefix, err)
+		}
+		return id, nil
+	}
+	return build("", 0, len(snap.Entries))
 }
 
 // writeIndex writes a version 2 git index of the snapshot's entries. An
 // entry modified in the second the index is written could later change
 // without changing its stat data, so, as git does, such entries get a
 // zero size: git then compares their content instead of trusting them.
-func writeIndex(path string, snap *protocol.Snapshot, entries []indexEntry, now time.Time) error {
+func writeIndex(path string, snap *protocol.Snapshot, entries []indexEntry, now time.Time) ([]byte, error) {
 	racy := uint32(now.Unix())
 	b := make([]byte, 0, 12+len(snap.Entries)*(64+40))
 	b = append(b, "DIRC"...)
@@ -739,11 +777,10 @@ func writeIndex(path string, snap *protocol.Snapshot, entries []indexEntry, now 
 	}
 	sum := sha1.Sum(b)
 	b = append(b, sum[:]...)
-	tmp := path + ".lock"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return nil, err
 	}
-	return os.Rename(tmp, path)
+	return b, nil
 }
 
 // parallel runs fn(0..n-1) on up to workers goroutines, stopping at the
