@@ -12,6 +12,7 @@ import (
 
 	"warrant.dev/warrant/internal/workspace"
 	"warrant.dev/warrant/internal/workspace/workspacetest"
+	"warrant.dev/warrant/protocol"
 )
 
 // The end-to-end benchmark with percentiles and peak memory, on 100k and
@@ -94,5 +95,105 @@ func BenchmarkCaptureUpload(b *testing.B) {
 			}
 			b.ReportMetric(float64(st.Uploaded), "blobs-uploaded/op")
 		}
+	})
+}
+
+// smallManifest is the shape `warrant bench` runs: three small files.
+func smallManifest(store *workspacetest.MemStore) *protocol.Manifest {
+	return rawManifest(store,
+		rawEntry{protocol.ModeFile, "README.md", "# bench\n"},
+		rawEntry{protocol.ModeFile, "main.go", "package main\n\nfunc main() {}\n"},
+		rawEntry{protocol.ModeFile, "notes.txt", "notes\n"})
+}
+
+// benchManifest captures the 10k-file bench repository once.
+func benchManifest(b *testing.B) (*protocol.Manifest, *workspacetest.MemStore) {
+	repo := benchRepo(b)
+	store := &workspacetest.MemStore{}
+	c, err := workspace.Capture(context.Background(), workspace.CaptureOptions{Dir: repo})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := workspace.Upload(context.Background(), c, store); err != nil {
+		b.Fatal(err)
+	}
+	return &c.Manifest, store
+}
+
+// BenchmarkMaterialize times what a runner does before a session: fetch
+// from an in-memory store, write the files, make the repository.
+func BenchmarkMaterialize(b *testing.B) {
+	run := func(b *testing.B, m *protocol.Manifest, store *workspacetest.MemStore) {
+		var dirs []string
+		defer func() {
+			for _, d := range dirs {
+				os.RemoveAll(d)
+			}
+		}()
+		git0 := workspace.GitCommands()
+		for b.Loop() {
+			base, err := os.MkdirTemp("", "bench-mat-")
+			if err != nil {
+				b.Fatal(err)
+			}
+			dirs = append(dirs, base)
+			if _, err := workspace.Materialize(context.Background(), workspace.MaterializeOptions{
+				Dir: filepath.Join(base, "ws"), StateDir: filepath.Join(base, "state"), Manifest: m, Source: store}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(workspace.GitCommands()-git0)/float64(b.N), "git-procs/op")
+	}
+	b.Run("3-files", func(b *testing.B) {
+		store := &workspacetest.MemStore{}
+		run(b, smallManifest(store), store)
+	})
+	b.Run("10k-files", func(b *testing.B) {
+		m, store := benchManifest(b)
+		run(b, m, store)
+	})
+}
+
+// BenchmarkCollect times Collect after a session that changed nothing
+// and after one that changed files.
+func BenchmarkCollect(b *testing.B) {
+	run := func(b *testing.B, m *protocol.Manifest, store *workspacetest.MemStore, edit func(ws string)) {
+		base := b.TempDir()
+		w, err := workspace.Materialize(context.Background(), workspace.MaterializeOptions{
+			Dir: filepath.Join(base, "ws"), StateDir: filepath.Join(base, "state"), Manifest: m, Source: store})
+		if err != nil {
+			b.Fatal(err)
+		}
+		edit(w.Dir)
+		git0 := workspace.GitCommands()
+		for b.Loop() {
+			if _, err := workspace.Collect(context.Background(), w); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(workspace.GitCommands()-git0)/float64(b.N), "git-procs/op")
+	}
+	unchanged := func(string) {}
+	b.Run("3-files-unchanged", func(b *testing.B) {
+		store := &workspacetest.MemStore{}
+		run(b, smallManifest(store), store, unchanged)
+	})
+	b.Run("3-files-1-changed", func(b *testing.B) {
+		store := &workspacetest.MemStore{}
+		run(b, smallManifest(store), store, func(ws string) {
+			os.WriteFile(filepath.Join(ws, "notes.txt"), []byte("changed\n"), 0o644)
+		})
+	})
+	b.Run("10k-files-unchanged", func(b *testing.B) {
+		m, store := benchManifest(b)
+		run(b, m, store, unchanged)
+	})
+	b.Run("10k-files-10-changed", func(b *testing.B) {
+		m, store := benchManifest(b)
+		run(b, m, store, func(ws string) {
+			for i := range 10 {
+				os.WriteFile(filepath.Join(ws, fmt.Sprintf("pkg%02d/file%05d.txt", i, i*100)), []byte("changed\n"), 0o644)
+			}
+		})
 	})
 }

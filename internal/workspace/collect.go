@@ -62,6 +62,16 @@ func Collect(ctx context.Context, w *Materialized) (*Output, error) {
 	if w == nil || w.Dir == "" || w.BaseTree == "" {
 		return nil, errors.New("collect: a materialized workspace with a base tree is required")
 	}
+	if w.StateDir != "" {
+		// The fast path: nothing changed since Materialize (judged from
+		// the runner-private copy of the base index, never from the
+		// workspace's own .git), so there is nothing to diff.
+		if ix, err := readBaseIndex(filepath.Join(w.StateDir, "index")); err == nil {
+			if same, err := workTreeUnchanged(w.Dir, ix); err == nil && same {
+				return &Output{}, nil
+			}
+		}
+	}
 	scratch, err := os.MkdirTemp(w.StateDir, "collect-")
 	if err != nil {
 		return nil, fmt.Errorf("collect: %w", err)

@@ -148,6 +148,18 @@
 // starts from a copy of the base index made at materialization and reads
 // only files whose stat data changed.
 //
+// With a StateDir, Collect first checks without git whether anything
+// changed at all, against that private copy of the base index (never the
+// workspace's own): the same set of paths outside the top-level .git (any
+// new file, symlink or directory, even an ignored or empty one, counts as
+// a change), and for each file the same ctime, mtime, device, inode,
+// mode, owner and size. A file whose recorded mtime or ctime is not older
+// than the copy itself — it could have been rewritten in the same
+// timestamp tick, git's "racily clean" case — is hashed and compared
+// with its base blob id. Only when all of it matches does Collect return
+// an empty Output without running git; anything else, and any error,
+// takes the git path above, whose answer is the reference.
+//
 // # Pull
 //
 // Pull rebuilds the base version of every path the run's diff touches
