@@ -46,6 +46,8 @@ func newFuzzPlane(f *testing.F) *fuzzPlane {
 		c.Logger = slog.New(slog.DiscardHandler)
 		c.RateLimit, c.RateBurst = 1e9, 1e9
 		c.MaxBodyBytes, c.MaxBlobBytes = 256<<10, 1<<20
+		// Long polls a fuzzed waitSeconds asks for end almost at once.
+		c.HeartbeatInterval, c.MaxClaimWait = 5*time.Millisecond, 5*time.Millisecond
 	}))
 	resp, err := tp.Admin.CreatePrincipal(context.Background(), client.CreatePrincipalRequest{Name: "fuzz@test", Role: client.RoleRequester})
 	if err != nil {
@@ -469,3 +471,77 @@ func FuzzStreamResume(f *testing.F) {
 }
 
 func utf8Valid(s string) bool { return utf8.ValidString(s) }
+
+// FuzzRoutes fuzzes the JSON bodies of the remaining write routes, each
+// with the token it needs: enrollment (public: no token at all), claims
+// (runner), heartbeats (claim), principals, tokens, enroll tokens,
+// policy and secrets (admin), missing blobs (requester), approve, deny and
+// cancel (requester, admin). Never 5xx, errors in the closed set, and a
+// refused enrollment enrolls no runner.
+func FuzzRoutes(f *testing.F) {
+	fp := newFuzzPlane(f)
+	r := fp.EnrollRunner("default")
+	cl := fp.newClaim(f, r)
+	runID := cl.RunID
+	et, err := fp.Admin.CreateEnrollToken(context.Background(), client.EnrollTokenRequest{Pool: "default"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	key, _ := protocol.GenerateKey(nil)
+	enroll, _ := json.Marshal(client.EnrollRequest{EnrollToken: et.Token, PublicKeyPEM: key.Public().PEM(), Pool: "default", Proof: key.SignMessage(client.EnrollProofMessage(et.Token))})
+	policy, _ := json.Marshal(map[string]any{"policy": plane.DefaultPolicy()})
+	routes := []struct {
+		method, path, token string
+	}{
+		{http.MethodPost, "/v1/runners/enroll", ""},
+		{http.MethodPost, "/v1/claims", ""}, // a runner token, below
+		{http.MethodPost, "/v1/runs/" + runID + "/heartbeat", cl.ClaimToken},
+		{http.MethodPost, "/v1/principals", fp.AdminToken},
+		{http.MethodPost, "/v1/enroll-tokens", fp.AdminToken},
+		{http.MethodPut, "/v1/policy", fp.AdminToken},
+		{http.MethodPut, "/v1/secrets/FUZZ_SECRET", fp.AdminToken},
+		{http.MethodPost, "/v1/blobs/missing", fp.reqTok},
+		{http.MethodPost, "/v1/runs/" + runID + "/approve", fp.AdminToken},
+		{http.MethodPost, "/v1/runs/" + runID + "/deny", fp.AdminToken},
+		{http.MethodPost, "/v1/runs/" + runID + "/cancel", fp.reqTok},
+	}
+	routes[1].token = newRunnerToken(f, fp)
+	seeds := [][]byte{enroll, []byte(`{"pool":"default","tiers":["process"],"waitSeconds":1}`), []byte(`{"phase":"running","waitSeconds":1}`),
+		[]byte(`{"name":"fuzz","role":"auditor"}`), []byte(`{"pool":"default","ttlSeconds":60}`), policy, []byte(`{"value":"v"}`),
+		[]byte(`{"hashes":["` + protocol.HashBytes(nil) + `"]}`), []byte(`{"reason":"r"}`), []byte(`{}`), []byte(``)}
+	for i, s := range seeds {
+		f.Add(uint8(i), s)
+	}
+	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
+		rt := routes[int(route)%len(routes)]
+		before, err := fp.Store.ListRunners(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := fp.do(t, rt.method, rt.path, rt.token, "application/json", body, nil)
+		if rt.path == "/v1/runners/enroll" && rec.Code >= 400 {
+			after, err := fp.Store.ListRunners(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(after) != len(before) {
+				t.Fatalf("a refused enrollment (%d) enrolled a runner", rec.Code)
+			}
+		}
+	})
+}
+
+// newRunnerToken enrolls another runner and returns its token.
+func newRunnerToken(f *testing.F, fp *fuzzPlane) string {
+	f.Helper()
+	et, err := fp.Admin.CreateEnrollToken(context.Background(), client.EnrollTokenRequest{Pool: "default"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	key, _ := protocol.GenerateKey(nil)
+	resp, err := fp.Client("").Enroll(context.Background(), client.EnrollRequest{EnrollToken: et.Token, PublicKeyPEM: key.Public().PEM(), Pool: "default", Proof: key.SignMessage(client.EnrollProofMessage(et.Token))})
+	if err != nil {
+		f.Fatal(err)
+	}
+	return resp.RunnerToken
+}
