@@ -47,6 +47,8 @@ var killPoints = map[string]killPoint{
 	"anytime":  {name: "anytime", delay: [2]time.Duration{0, 2 * time.Second}},
 }
 
+var runIDPattern = regexp.MustCompile(`run_[0-9a-f-]{36}`)
+
 func randDuration(r [2]time.Duration) time.Duration {
 	if r[1] <= r[0] {
 		return r[0]
@@ -234,6 +236,14 @@ func TestPlaneKill9(t *testing.T) {
 	}
 	out := checkInvariants(t, w.pp, w.markers, trust)
 	t.Logf("after %d plane SIGKILLs: %s", len(kills), out)
+	// The runs named by the requests the plane died on.
+	for i, k := range kills {
+		if m := runIDPattern.FindString(k.request); m != "" {
+			if r, err := w.pp.admin.GetRun(ctx, m); err == nil {
+				t.Logf("kill %d (%s) hit run %s: it ended %s %s", i+1, k.point, m, r.State, failureText(r.Failure))
+			}
+		}
+	}
 	if out.total < minRuns {
 		t.Errorf("only %d runs", out.total)
 	}
