@@ -236,13 +236,35 @@ func TestPlaneKill9(t *testing.T) {
 	}
 	out := checkInvariants(t, w.pp, w.markers, trust)
 	t.Logf("after %d plane SIGKILLs: %s", len(kills), out)
-	// The runs named by the requests the plane died on.
+	// The runs named by the requests the plane died on: how they ended,
+	// and which incarnation of the plane recorded their completion (the
+	// one killed: it committed before dying and answered the runner's
+	// retry from the stored receipt; a later one: the retry completed it).
+	logs, _ := os.ReadFile(w.pp.logPath)
+	incarnations := strings.Split(string(logs), "=== "+w.pp.name+" start ")
 	for i, k := range kills {
-		if m := runIDPattern.FindString(k.request); m != "" {
-			if r, err := w.pp.admin.GetRun(ctx, m); err == nil {
-				t.Logf("kill %d (%s) hit run %s: it ended %s %s", i+1, k.point, m, r.State, failureText(r.Failure))
+		m := runIDPattern.FindString(k.request)
+		if m == "" {
+			continue
+		}
+		r, err := w.pp.admin.GetRun(ctx, m)
+		if err != nil {
+			continue
+		}
+		where := "no completion logged"
+		for n, inc := range incarnations[1:] {
+			if strings.Contains(inc, `"msg":"run completed","runId":"`+m+`"`) {
+				switch {
+				case n+1 == i+1:
+					where = "the killed plane had committed its completion (the runner's retry got the stored receipt)"
+				case n+1 > i+1:
+					where = fmt.Sprintf("completed after the restart (by plane %d; the kill ended plane %d)", n+1, i+1)
+				default:
+					where = "completed before the kill"
+				}
 			}
 		}
+		t.Logf("kill %d (%s) hit run %s: it ended %s %s; %s", i+1, k.point, m, r.State, failureText(r.Failure), where)
 	}
 	if out.total < minRuns {
 		t.Errorf("only %d runs", out.total)
