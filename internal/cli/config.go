@@ -10,6 +10,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
+
+	"warrant.dev/warrant/internal/fsutil"
 )
 
 // Config is what the CLI needs to reach a plane. It is read in layers:
@@ -138,39 +140,10 @@ func writeConfig(path string, cfg Config) error {
 	if err := toml.NewEncoder(&b).Encode(cfg); err != nil {
 		return fmt.Errorf("encode config: %w", err)
 	}
-	return writeFileAtomic(path, []byte(b.String()), 0o600)
+	return fsutil.WriteFileAtomic(path, []byte(b.String()), 0o600)
 }
 
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames
-// it into place, so a crash never leaves a half-written file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"warrant.dev/warrant/client"
+	"warrant.dev/warrant/internal/fsutil"
 	"warrant.dev/warrant/internal/plane"
 	"warrant.dev/warrant/internal/runner"
 	"warrant.dev/warrant/internal/runner/sandbox/process"
@@ -362,7 +363,7 @@ func (a *app) runDemo(ctx context.Context, admin *client.Client, planeURL string
 	a.printReceipt(view)
 
 	bundlePath := filepath.Join(dataDir, final.ID+".bundle.json")
-	if err := writeFileAtomic(bundlePath, raw, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(bundlePath, raw, 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(a.stdio.Out, "\n$ warrant verify %s   (offline, plane key pinned)\n", bundlePath)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"warrant.dev/warrant/internal/fsutil"
 	"warrant.dev/warrant/protocol"
 )
 
@@ -62,10 +63,10 @@ func (a *app) keysGenerateCmd() *cobra.Command {
 			if err := os.MkdirAll(filepath.Dir(privPath), 0o700); err != nil {
 				return err
 			}
-			if err := writeFileExclusive(privPath, []byte(privPEM), 0o600); err != nil {
+			if err := fsutil.WriteFileExclusive(privPath, []byte(privPEM), 0o600); err != nil {
 				return err
 			}
-			if err := writeFileExclusive(pubPath, []byte(key.Public().PEM()), 0o644); err != nil {
+			if err := fsutil.WriteFileExclusive(pubPath, []byte(key.Public().PEM()), 0o644); err != nil {
 				return err
 			}
 			k := keyJSON{KeyID: key.Public().ID(), Kind: "private", PublicKeyPEM: key.Public().PEM(), PrivateFile: privPath, PublicFile: pubPath}
@@ -192,18 +193,5 @@ func writeTrustFile(path string, ts *protocol.TrustStore) error {
 	if err := printJSON(&b, ts.File()); err != nil {
 		return err
 	}
-	return writeFileAtomic(path, []byte(b.String()), 0o644)
-}
-
-// writeFileExclusive creates path with mode, failing if it exists.
-func writeFileExclusive(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return f.Close()
+	return fsutil.WriteFileAtomic(path, []byte(b.String()), 0o644)
 }

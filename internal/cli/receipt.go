@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"warrant.dev/warrant/client"
+	"warrant.dev/warrant/internal/fsutil"
 	"warrant.dev/warrant/protocol"
 )
 
@@ -149,7 +150,7 @@ func (a *app) runReceipt(runID, bundlePath, trustPath string) error {
 			_, err := a.stdio.Out.Write(raw)
 			return err
 		}
-		if err := writeFileAtomic(bundlePath, raw, 0o644); err != nil {
+		if err := fsutil.WriteFileAtomic(bundlePath, raw, 0o644); err != nil {
 			return err
 		}
 		fmt.Fprintf(a.stdio.Err, "wrote %s; verify it offline with 'warrant verify %s'\n", bundlePath, bundlePath)

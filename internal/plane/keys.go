@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"warrant.dev/warrant/internal/fsutil"
 	"warrant.dev/warrant/protocol"
 )
 
@@ -112,19 +113,7 @@ func writeSecretFile(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return f.Close()
+	return fsutil.WriteFileExclusive(path, data, 0o600)
 }
 
 // sealer encrypts secret values with AES-256-GCM under the master key;

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"warrant.dev/warrant/client"
+	"warrant.dev/warrant/internal/fsutil"
 	"warrant.dev/warrant/protocol"
 )
 
@@ -75,10 +76,10 @@ func loadOrCreateKey(dir string) (*protocol.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(privPath, []byte(pemText), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(privPath, []byte(pemText), 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, publicKeyFile), []byte(key.Public().PEM()), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(dir, publicKeyFile), []byte(key.Public().PEM()), 0o600); err != nil {
 		return nil, err
 	}
 	return key, nil
@@ -153,35 +154,6 @@ func (r *Runner) enroll(ctx context.Context, key *protocol.PrivateKey) (*Identit
 		case <-t.C:
 		}
 	}
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames
-// it into place.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
 
 func identityPath(dir string) string { return filepath.Join(dir, identityFile) }

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"warrant.dev/warrant/client"
+	"warrant.dev/warrant/internal/fsutil"
 	"warrant.dev/warrant/internal/runner/session"
 	"warrant.dev/warrant/protocol"
 )
@@ -215,7 +216,7 @@ func (r *Runner) Enroll(ctx context.Context) (Identity, error) {
 		if err != nil {
 			return Identity{}, err
 		}
-		if err := writeFileAtomic(identityPath(r.opts.DataDir), data, 0o600); err != nil {
+		if err := fsutil.WriteFileAtomic(identityPath(r.opts.DataDir), data, 0o600); err != nil {
 			return Identity{}, err
 		}
 		r.log.Info("runner enrolled", "runner", id.RunnerID, "pool", id.Pool, "key", id.KeyID)
