@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -71,7 +72,7 @@ func TestMaterializeBaseCommitIsGits(t *testing.T) {
 	}
 }
 
-var largeFiles = flag.Int("workspace.large-files", 3_000,
+var largeFiles = flag.Int("workspace.large-files", 1_000,
 	"files in TestMaterializeLargeRepository's tree (creating a file costs up to a millisecond on some VMs; run with 10000 or 100000 to check big trees)")
 
 // A large generated tree (files in nested directories, with executables,
@@ -80,7 +81,7 @@ var largeFiles = flag.Int("workspace.large-files", 3_000,
 func TestMaterializeLargeRepository(t *testing.T) {
 	n := *largeFiles
 	if testing.Short() {
-		n = min(n, 1_000)
+		n = min(n, 300)
 	}
 	rng := rand.New(rand.NewPCG(5, 6))
 	entries := make([]rawEntry, 0, n)
@@ -111,13 +112,11 @@ func TestMaterializeLargeRepository(t *testing.T) {
 
 // A blob larger than the in-memory limit is streamed into the pack.
 func TestMaterializeLargeBlob(t *testing.T) {
-	if testing.Short() {
-		t.Skip("writes a 9 MiB blob")
-	}
 	big := make([]byte, 9<<20)
-	rng := rand.New(rand.NewPCG(1, 1))
-	for i := range big {
-		big[i] = byte(rng.IntN(16)) // compressible, not trivially
+	rand.NewChaCha8([32]byte{1}).Read(big[:1<<20])
+	for i := 1 << 20; i < len(big); i += 1 << 20 {
+		copy(big[i:], big[:1<<20])
+		big[i] ^= byte(i >> 20) // not a plain repetition
 	}
 	store := &workspacetest.MemStore{}
 	m := rawManifest(store,
@@ -129,11 +128,7 @@ func TestMaterializeLargeBlob(t *testing.T) {
 }
 
 func slicesSortRaw(entries []rawEntry) {
-	for i := 1; i < len(entries); i++ {
-		for j := i; j > 0 && entries[j].path < entries[j-1].path; j-- {
-			entries[j], entries[j-1] = entries[j-1], entries[j]
-		}
-	}
+	slices.SortFunc(entries, func(a, b rawEntry) int { return strings.Compare(a.path, b.path) })
 }
 
 // checkRepository checks a materialized workspace with git itself: fsck

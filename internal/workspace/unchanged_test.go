@@ -3,6 +3,7 @@ package workspace
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,11 +43,7 @@ func baselineFor(t *testing.T, files map[string]string, ids map[string]string) (
 }
 
 func sortEntries(es []protocol.SnapshotEntry) {
-	for i := 1; i < len(es); i++ {
-		for j := i; j > 0 && es[j].Path < es[j-1].Path; j-- {
-			es[j], es[j-1] = es[j-1], es[j]
-		}
-	}
+	slices.SortFunc(es, func(a, b protocol.SnapshotEntry) int { return strings.Compare(a.Path, b.Path) })
 }
 
 func unchangedWith(t *testing.T, ws, index string, stamp time.Time) bool {
