@@ -124,13 +124,14 @@
 // filters), so git stores and diffs the bytes as they are.
 //
 // No git process runs: Materialize writes the repository itself, as it
-// writes the files. Each blob is compressed (zlib, fastest level) into
-// one version 2 pack as it is written to the tree, then the trees (in
-// git's entry order) and the commit; the pack's version 2 index, the
-// refs (packed-refs), HEAD, the configuration and the index (from the
-// stat data of the files as written) follow. Object ids are git's
-// (SHA-1 of "<type> <size>\x00<content>"), so git reads the result as
-// its own; the tests check it with git fsck --strict.
+// writes the files. Each blob goes into one version 2 pack as it is
+// written to the tree (zlib stored blocks: CPU matters more than disk
+// for a pack that lives one run), then the trees (in git's entry order)
+// and the commit; the pack's version 2 index, the refs (packed-refs),
+// HEAD, the configuration and the index (from the stat data of the files
+// as written) follow. Object ids are git's (SHA-1 of "<type> <size>\x00
+// <content>"), so git reads the result as its own; the tests check it
+// with git fsck --strict.
 //
 // # Collect
 //

@@ -16,9 +16,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"warrant.dev/warrant/protocol"
 )
@@ -338,6 +337,11 @@ type indexEntry struct {
 // every path that has it and adds it to the pack, recording each file's
 // git blob id and stat data for the index.
 func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource, snap *protocol.Snapshot, targets map[string]string, workers int, pack *packWriter) ([]indexEntry, error) {
+	dirs, err := makeDirs(root, snap)
+	defer dirs.close()
+	if err != nil {
+		return nil, err
+	}
 	type group struct {
 		hash    string
 		size    int64
@@ -362,7 +366,7 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 		groups[g].entries = append(groups[g].entries, i)
 	}
 	out := make([]indexEntry, len(snap.Entries))
-	err := parallel(ctx, len(groups), workers, func(gi int) error {
+	err = parallel(ctx, len(groups), workers, func(gi int) error {
 		g := groups[gi]
 		first := snap.Entries[g.entries[0]]
 		var oid [sha1.Size]byte
@@ -396,12 +400,13 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 			return fmt.Errorf("%q: %w", first.Path, err)
 		}
 		for _, i := range g.entries {
-			if err := writeFile(root, snap.Entries[i], data); err != nil {
+			e := snap.Entries[i]
+			r, name := dirs.at(e.Path)
+			st, err := createFile(r, name, e, data)
+			if err != nil {
 				return err
 			}
-			if err := statEntry(dir, snap.Entries[i], oid, &out[i]); err != nil {
-				return err
-			}
+			fillEntry(&out[i], e.Mode, oid, st)
 		}
 		return nil
 	})
@@ -412,10 +417,8 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 		if e.Mode != protocol.ModeSymlink {
 			continue
 		}
-		if err := mkParents(root, e.Path); err != nil {
-			return nil, err
-		}
-		if err := root.Symlink(targets[e.Path], e.Path); err != nil {
+		r, name := dirs.at(e.Path)
+		if err := r.Symlink(targets[e.Path], name); err != nil {
 			return nil, fmt.Errorf("symlink %q: %w", e.Path, err)
 		}
 		target := []byte(targets[e.Path])
@@ -423,9 +426,11 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 		if err := pack.add(objBlob, oid, target); err != nil { // once: the pack skips ids it has
 			return nil, fmt.Errorf("symlink %q: %w", e.Path, err)
 		}
-		if err := statEntry(dir, e, oid, &out[i]); err != nil {
-			return nil, err
+		fi, err := r.Lstat(name)
+		if err != nil {
+			return nil, fmt.Errorf("stat %q: %w", e.Path, err)
 		}
+		fillEntry(&out[i], e.Mode, oid, fi.Sys().(*syscall.Stat_t))
 	}
 	return out, nil
 }
@@ -447,10 +452,16 @@ func packFile(pack *packWriter, root *os.Root, e protocol.SnapshotEntry, oid obj
 // it created, so no path component can be a foreign symlink) and fills
 // its index entry.
 func statEntry(dir string, e protocol.SnapshotEntry, oid [sha1.Size]byte, ie *indexEntry) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(filepath.Join(dir, filepath.FromSlash(e.Path)), &st); err != nil {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(filepath.Join(dir, filepath.FromSlash(e.Path)), &st); err != nil {
 		return fmt.Errorf("stat %q: %w", e.Path, err)
 	}
+	fillEntry(ie, e.Mode, oid, &st)
+	return nil
+}
+
+// fillEntry fills an index entry from a file's stat data.
+func fillEntry(ie *indexEntry, mode string, oid objectID, st *syscall.Stat_t) {
 	*ie = indexEntry{
 		oid:    oid,
 		ctimeS: uint32(st.Ctim.Sec), ctimeNs: uint32(st.Ctim.Nsec),
@@ -458,7 +469,7 @@ func statEntry(dir string, e protocol.SnapshotEntry, oid [sha1.Size]byte, ie *in
 		dev: uint32(st.Dev), ino: uint32(st.Ino), uid: st.Uid, gid: st.Gid,
 		fileSize: uint32(st.Size),
 	}
-	switch e.Mode {
+	switch mode {
 	case protocol.ModeExecutable:
 		ie.mode = 0o100755
 	case protocol.ModeSymlink:
@@ -466,7 +477,6 @@ func statEntry(dir string, e protocol.SnapshotEntry, oid [sha1.Size]byte, ie *in
 	default:
 		ie.mode = 0o100644
 	}
-	return nil
 }
 
 func permOf(mode string) fs.FileMode {
@@ -483,6 +493,94 @@ func mkParents(root *os.Root, p string) error {
 		}
 	}
 	return nil
+}
+
+// maxDirRoots bounds how many directories writeEntries keeps open at
+// once; a tree with more is written through the top directory alone.
+const maxDirRoots = 512
+
+// treeDirs are the directories of a tree being written: every one is
+// created (parents first) before any file, and, for trees with few
+// enough of them, each is kept open as an os.Root, so a file costs a
+// single openat in its directory instead of one per path component.
+type treeDirs struct {
+	root  *os.Root
+	roots map[string]*os.Root // by directory path; nil when there are too many
+}
+
+// makeDirs creates the directories of the snapshot's entries.
+func makeDirs(root *os.Root, snap *protocol.Snapshot) (*treeDirs, error) {
+	var dirs []string
+	seen := map[string]bool{".": true}
+	for _, e := range snap.Entries {
+		var missing []string
+		for d := path.Dir(e.Path); !seen[d]; d = path.Dir(d) {
+			seen[d] = true
+			missing = append(missing, d)
+		}
+		for i := len(missing) - 1; i >= 0; i-- {
+			dirs = append(dirs, missing[i])
+		}
+	}
+	t := &treeDirs{root: root}
+	if len(dirs) <= maxDirRoots {
+		t.roots = make(map[string]*os.Root, len(dirs)+1)
+		t.roots["."] = root
+	}
+	for _, d := range dirs { // parents come first
+		parent, name := t.at(d)
+		if err := parent.Mkdir(name, 0o755); err != nil {
+			return t, fmt.Errorf("create directory %q: %w", d, err)
+		}
+		if t.roots != nil {
+			sub, err := parent.OpenRoot(name)
+			if err != nil {
+				return t, fmt.Errorf("open directory %q: %w", d, err)
+			}
+			t.roots[d] = sub
+		}
+	}
+	return t, nil
+}
+
+// at returns the Root to create p in and the name to use there.
+func (t *treeDirs) at(p string) (*os.Root, string) {
+	if r, ok := t.roots[path.Dir(p)]; ok {
+		return r, path.Base(p)
+	}
+	return t.root, p
+}
+
+func (t *treeDirs) close() {
+	for d, r := range t.roots {
+		if d != "." {
+			r.Close()
+		}
+	}
+}
+
+// createFile creates name in r (it must not exist) with data and e's
+// mode, and returns its stat data.
+func createFile(r *os.Root, name string, e protocol.SnapshotEntry, data []byte) (*syscall.Stat_t, error) {
+	f, err := r.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, permOf(e.Mode))
+	if err != nil {
+		return nil, fmt.Errorf("create %q: %w", e.Path, err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return nil, fmt.Errorf("write %q: %w", e.Path, err)
+	}
+	if err := f.Chmod(permOf(e.Mode)); err != nil { // exact mode, whatever the umask
+		return nil, fmt.Errorf("chmod %q: %w", e.Path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat %q: %w", e.Path, err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("write %q: %w", e.Path, err)
+	}
+	return fi.Sys().(*syscall.Stat_t), nil
 }
 
 // writeFile creates e.Path (which must not exist) with data.
