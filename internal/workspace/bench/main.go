@@ -4,13 +4,16 @@
 //
 //	go run ./internal/workspace/bench -files 100000 -packed -runs 10
 //	go run ./internal/workspace/bench -files 10000 -runs 10
+//	go run ./internal/workspace/bench -files 10000 -runs 5 -materialize
 //
 // It generates the repository in a temporary directory (small text files,
 // 100 per directory, one commit; packed with git gc when -packed, loose
 // objects otherwise), then runs -runs cold captures (no hash cache, empty
 // sink) and -runs warm ones (10 files changed since the previous capture;
 // the sink holds every earlier blob), each in a child process that
-// reports its wall time and VmHWM.
+// reports its wall time and VmHWM. With -materialize it then times, in
+// this process, Materialize (-runs times) and Collect of the result,
+// untouched and after 10 edits.
 package main
 
 import (
