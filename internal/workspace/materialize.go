@@ -401,8 +401,12 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 		}
 		for _, i := range g.entries {
 			e := snap.Entries[i]
-			r, name := dirs.at(e.Path)
+			r, name, release, err := dirs.at(e.Path)
+			if err != nil {
+				return err
+			}
 			st, err := createFile(r, name, e, data)
+			release()
 			if err != nil {
 				return err
 			}
@@ -417,18 +421,23 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 		if e.Mode != protocol.ModeSymlink {
 			continue
 		}
-		r, name := dirs.at(e.Path)
-		if err := r.Symlink(targets[e.Path], name); err != nil {
+		r, name, release, err := dirs.at(e.Path)
+		if err != nil {
+			return nil, err
+		}
+		err = r.Symlink(targets[e.Path], name)
+		var fi fs.FileInfo
+		if err == nil {
+			fi, err = r.Lstat(name)
+		}
+		release()
+		if err != nil {
 			return nil, fmt.Errorf("symlink %q: %w", e.Path, err)
 		}
 		target := []byte(targets[e.Path])
 		oid := hashObject(objBlob, target)
 		if err := pack.add(objBlob, oid, target); err != nil { // once: the pack skips ids it has
 			return nil, fmt.Errorf("symlink %q: %w", e.Path, err)
-		}
-		fi, err := r.Lstat(name)
-		if err != nil {
-			return nil, fmt.Errorf("stat %q: %w", e.Path, err)
 		}
 		fillEntry(&out[i], e.Mode, oid, fi.Sys().(*syscall.Stat_t))
 	}
@@ -495,68 +504,102 @@ func mkParents(root *os.Root, p string) error {
 	return nil
 }
 
-// maxDirRoots bounds how many directories writeEntries keeps open at
-// once; a tree with more is written through the top directory alone.
-const maxDirRoots = 512
+// maxOpenDirs bounds how many directories writeEntries keeps open (file
+// descriptors are shared with the rest of the runner). Files are written
+// roughly in path order, so a small cache serves nearly every file.
+const maxOpenDirs = 128
 
 // treeDirs are the directories of a tree being written: every one is
-// created (parents first) before any file, and, for trees with few
-// enough of them, each is kept open as an os.Root, so a file costs a
-// single openat in its directory instead of one per path component.
+// created (parents first) before any file, and recently used ones are
+// kept open as an os.Root, so a file costs a single openat in its
+// directory instead of one per path component.
 type treeDirs struct {
-	root  *os.Root
-	roots map[string]*os.Root // by directory path; nil when there are too many
+	root *os.Root
+	mu   sync.Mutex
+	open map[string]*openDir // "." is the root, never closed
+}
+
+type openDir struct {
+	r    *os.Root
+	refs int
 }
 
 // makeDirs creates the directories of the snapshot's entries.
 func makeDirs(root *os.Root, snap *protocol.Snapshot) (*treeDirs, error) {
-	var dirs []string
-	seen := map[string]bool{".": true}
+	t := &treeDirs{root: root, open: map[string]*openDir{".": {r: root}}}
+	made := map[string]bool{".": true}
 	for _, e := range snap.Entries {
 		var missing []string
-		for d := path.Dir(e.Path); !seen[d]; d = path.Dir(d) {
-			seen[d] = true
+		for d := path.Dir(e.Path); !made[d]; d = path.Dir(d) {
+			made[d] = true
 			missing = append(missing, d)
 		}
-		for i := len(missing) - 1; i >= 0; i-- {
-			dirs = append(dirs, missing[i])
-		}
-	}
-	t := &treeDirs{root: root}
-	if len(dirs) <= maxDirRoots {
-		t.roots = make(map[string]*os.Root, len(dirs)+1)
-		t.roots["."] = root
-	}
-	for _, d := range dirs { // parents come first
-		parent, name := t.at(d)
-		if err := parent.Mkdir(name, 0o755); err != nil {
-			return t, fmt.Errorf("create directory %q: %w", d, err)
-		}
-		if t.roots != nil {
-			sub, err := parent.OpenRoot(name)
+		for i := len(missing) - 1; i >= 0; i-- { // parents first
+			d := missing[i]
+			parent, name, release, err := t.at(d)
 			if err != nil {
-				return t, fmt.Errorf("open directory %q: %w", d, err)
+				return t, err
 			}
-			t.roots[d] = sub
+			err = parent.Mkdir(name, 0o755)
+			release()
+			if err != nil {
+				return t, fmt.Errorf("create directory %q: %w", d, err)
+			}
 		}
 	}
 	return t, nil
 }
 
-// at returns the Root to create p in and the name to use there.
-func (t *treeDirs) at(p string) (*os.Root, string) {
-	if r, ok := t.roots[path.Dir(p)]; ok {
-		return r, path.Base(p)
+// at returns the Root to create p in, the name to use there, and a
+// function to call once done with the Root.
+func (t *treeDirs) at(p string) (*os.Root, string, func(), error) {
+	d := path.Dir(p)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	od, ok := t.open[d]
+	if !ok {
+		r, err := t.root.OpenRoot(d)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("open directory %q: %w", d, err)
+		}
+		if len(t.open) > maxOpenDirs {
+			t.evict()
+		}
+		od = &openDir{r: r}
+		t.open[d] = od
 	}
-	return t.root, p
+	od.refs++
+	return od.r, path.Base(p), func() {
+		t.mu.Lock()
+		od.refs--
+		t.mu.Unlock()
+	}, nil
+}
+
+// evict closes unused directories (t.mu held) until half the cache is
+// free. Directories in use stay open, so the cache can exceed its bound
+// by the number of workers.
+func (t *treeDirs) evict() {
+	for d, od := range t.open {
+		if len(t.open) <= maxOpenDirs/2 {
+			return
+		}
+		if d != "." && od.refs == 0 {
+			od.r.Close()
+			delete(t.open, d)
+		}
+	}
 }
 
 func (t *treeDirs) close() {
-	for d, r := range t.roots {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for d, od := range t.open {
 		if d != "." {
-			r.Close()
+			od.r.Close()
 		}
 	}
+	t.open = nil
 }
 
 // createFile creates name in r (it must not exist) with data and e's
