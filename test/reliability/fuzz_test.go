@@ -2,6 +2,7 @@ package reliability_test
 
 import (
 	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -95,19 +96,13 @@ func FuzzMaterializeStaysInside(f *testing.F) {
 				t.Fatalf("materialization (err=%v) created %s outside the workspace", merr, p)
 			}
 			if d.Type()&fs.ModeSymlink != 0 && strings.HasPrefix(p, ws+string(filepath.Separator)) {
-				target, err := os.Readlink(p)
+				resolved, err := resolveLink(p, 0)
 				if err != nil {
-					t.Fatal(err)
-				}
-				resolved := target
-				if !filepath.IsAbs(resolved) {
-					resolved = filepath.Join(filepath.Dir(p), target)
-				}
-				if real, err := filepath.EvalSymlinks(p); err == nil {
-					resolved = real
+					return nil // a loop resolves nowhere
 				}
 				if resolved != ws && !strings.HasPrefix(resolved, ws+string(filepath.Separator)) {
-					t.Fatalf("materialization (err=%v) left symlink %s -> %s, which leads outside the workspace", merr, p, target)
+					target, _ := os.Readlink(p)
+					t.Fatalf("materialization (err=%v) left symlink %s -> %s, which leads to %s, outside the workspace", merr, p, target, resolved)
 				}
 			}
 			return nil
@@ -122,4 +117,89 @@ func FuzzMaterializeStaysInside(f *testing.F) {
 			t.Fatalf("something was created beside the workspace: %v", entries)
 		}
 	})
+}
+
+// resolveLink resolves an absolute path the way the kernel does — each
+// symlink followed where it stands, ".." taken from the directory reached
+// — except that a component that does not exist is taken as a directory
+// that might be created later, and the rest is resolved lexically: so a
+// dangling link is judged by where it would lead, not passed for
+// dangling.
+func resolveLink(path string, depth int) (string, error) {
+	if depth > 40 {
+		return "", errors.New("too many levels of symlinks")
+	}
+	// Not filepath.Clean: "link/.." is the parent of where link leads,
+	// which lexical cleaning would get wrong.
+	parts := strings.Split(path, "/")
+	cur := "/"
+	for i, part := range parts {
+		switch part {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, part)
+		fi, err := os.Lstat(next)
+		if err != nil {
+			// Missing from here on: the rest lexically.
+			return filepath.Join(append([]string{next}, parts[i+1:]...)...), nil
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		target, err := os.Readlink(next)
+		if err != nil {
+			return "", err
+		}
+		if !strings.HasPrefix(target, "/") {
+			target = cur + "/" + target
+		}
+		if cur, err = resolveLink(target, depth+1); err != nil {
+			return "", err
+		}
+	}
+	return cur, nil
+}
+
+// TestResolveLink checks the fuzzer's oracle: links that lead out are
+// seen leading out, through other links, ".." after a link and missing
+// directories included; links that stay in are seen staying in.
+func TestResolveLink(t *testing.T) {
+	root := t.TempDir()
+	ws := filepath.Join(root, "ws")
+	if err := os.MkdirAll(filepath.Join(ws, "real", "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	links := map[string]string{
+		"out":     "../outside",     // out, to a path that does not exist
+		"up":      "..",             // out
+		"dir":     "b/z",            // in (dangling)
+		"viadir":  "dir/../..",      // in: b/z/../.. is the workspace
+		"viadir2": "dir/../../..",   // out
+		"deep":    "real/sub/../..", // in
+		"abs":     "/etc",           // out
+		"chain":   "up/ws/real",     // in: up leads to root, then back into ws
+		"chain2":  "up/elsewhere",   // out
+		"loop1":   "loop2",
+		"loop2":   "loop1",
+	}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(ws, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inside := func(p string) bool { return p == ws || strings.HasPrefix(p, ws+"/") }
+	for name, wantIn := range map[string]bool{"out": false, "up": false, "dir": true, "viadir": true, "viadir2": false, "deep": true, "abs": false, "chain": true, "chain2": false} {
+		got, err := resolveLink(filepath.Join(ws, name), 0)
+		if err != nil || inside(got) != wantIn {
+			t.Errorf("%s -> %s: resolved to %s (%v), inside=%v, want %v", name, links[name], got, err, inside(got), wantIn)
+		}
+	}
+	if _, err := resolveLink(filepath.Join(ws, "loop1"), 0); err == nil {
+		t.Error("a symlink loop resolved")
+	}
 }
