@@ -436,7 +436,9 @@ func (s *Store) GetClaim(ctx context.Context, tokenHash string, now time.Time) (
 	if tokenHash == "" {
 		return store.Run{}, fmt.Errorf("claim token: %w", store.ErrNotFound)
 	}
-	r, err := scanRun(s.pool.QueryRow(ctx, "SELECT "+runCols+" FROM runs WHERE claim_token_hash = $1", tokenHash))
+	// The repeated "<> ''" lets a generic plan use the partial index
+	// runs_claim_token, whose predicate "= $1" alone does not imply.
+	r, err := scanRun(s.pool.QueryRow(ctx, "SELECT "+runCols+" FROM runs WHERE claim_token_hash = $1 AND claim_token_hash <> ''", tokenHash))
 	if err != nil {
 		return r, notFound(err, "claim token")
 	}
