@@ -416,10 +416,10 @@ func claimedRun(ctx context.Context, q queryer, runID, tokenHash string, now tim
 	return r, checkClaim(r, now)
 }
 
-// claimByTokenQuery finds a run by its claim token. The repeated "!= ''"
-// lets SQLite use the partial index runs_claim_token (it cannot prove that
-// "= ?" excludes ''): without it every request made with a claim token
-// scanned the whole runs table.
+// claimByTokenQuery finds a run by its claim token. Repeating the
+// predicate of the partial index runs_claim_token (not the empty string)
+// lets SQLite use it, as it cannot prove that "= ?" implies it: without it
+// every request made with a claim token scanned the whole runs table.
 const claimByTokenQuery = "SELECT " + runCols + " FROM runs WHERE claim_token_hash = ? AND claim_token_hash != ''"
 
 func (s *Store) GetClaim(ctx context.Context, tokenHash string, now time.Time) (store.Run, error) {
