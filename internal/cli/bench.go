@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -46,6 +47,7 @@ type benchFlags struct {
 	rate            float64       // open loop: runs submitted per second (0: closed loop)
 	duration        time.Duration // with rate: how long to submit
 	sampleEvery     time.Duration // print memory and goroutines this often
+	cpuProfile      string        // write this process's CPU profile of the measured runs here
 }
 
 // benchResult is the --json output of `warrant bench`.
@@ -122,6 +124,7 @@ instead (round-robin), and --runners 0 leaves the runners to you.`,
 	fl.Float64Var(&f.rate, "rate", 0, "submit this many runs per second, open loop (0: keep --in-flight runs going)")
 	fl.DurationVar(&f.duration, "duration", 0, "with --rate: how long to submit (instead of --runs)")
 	fl.DurationVar(&f.sampleEvery, "sample-every", 0, "print memory and goroutines of the plane and runners this often (e.g. 1m)")
+	fl.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile of this process (with the plane and runners when in process) over the whole bench to `file` (go tool pprof)")
 	return cmd
 }
 
@@ -360,6 +363,22 @@ func (a *app) runBench(f benchFlags) error {
 		}
 	}()
 
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			pf.Close()
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			if err := pf.Close(); err != nil {
+				fmt.Fprintf(a.stdio.Err, "bench: cpu profile: %v\n", err)
+			}
+		}()
+	}
 	start := time.Now()
 	var measured []benchRun
 	if f.rate > 0 {
