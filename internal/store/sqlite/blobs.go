@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -15,7 +14,7 @@ const maxParams = 500
 
 func (s *Store) PutBlobMeta(ctx context.Context, m store.BlobMeta) (bool, error) {
 	var created bool
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txQueryer) error {
 		res, err := tx.ExecContext(ctx, "INSERT INTO blobs (hash, size, created_at, last_ref_at) VALUES (?,?,?,?) ON CONFLICT(hash) DO NOTHING",
 			m.Hash, m.Size, ms(m.CreatedAt), ms(later(m.LastRefAt, m.CreatedAt)))
 		if err != nil {
@@ -45,7 +44,7 @@ func later(a, b time.Time) time.Time {
 func (s *Store) GetBlobMeta(ctx context.Context, hash string) (store.BlobMeta, error) {
 	var m store.BlobMeta
 	var created, ref int64
-	err := s.r.QueryRowContext(ctx, "SELECT hash, size, created_at, last_ref_at FROM blobs WHERE hash = ?", hash).Scan(&m.Hash, &m.Size, &created, &ref)
+	err := s.rq.QueryRowContext(ctx, "SELECT hash, size, created_at, last_ref_at FROM blobs WHERE hash = ?", hash).Scan(&m.Hash, &m.Size, &created, &ref)
 	if err != nil {
 		return m, notFound(err, "blob "+hash)
 	}
@@ -90,7 +89,7 @@ func (s *Store) MissingBlobs(ctx context.Context, hashes []string) ([]string, er
 }
 
 func (s *Store) RefBlobs(ctx context.Context, principalID string, hashes []string, at time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		const chunk = maxParams / 2
 		for start := 0; start < len(hashes); start += chunk {
 			part := hashes[start:min(start+chunk, len(hashes))]
@@ -100,7 +99,7 @@ func (s *Store) RefBlobs(ctx context.Context, principalID string, hashes []strin
 					args = append(args, h, principalID)
 				}
 				q := "INSERT INTO blob_refs (hash, principal_id) VALUES " + strings.TrimSuffix(strings.Repeat("(?,?),", len(part)), ",") + " ON CONFLICT DO NOTHING"
-				if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+				if _, err := tx.tx.ExecContext(ctx, q, args...); err != nil { // a variable query: not cached
 					return fmt.Errorf("reference blobs: %w", err)
 				}
 			}
@@ -109,7 +108,7 @@ func (s *Store) RefBlobs(ctx context.Context, principalID string, hashes []strin
 			for _, h := range part {
 				args = append(args, h)
 			}
-			if _, err := tx.ExecContext(ctx, "UPDATE blobs SET last_ref_at = max(last_ref_at, ?) WHERE hash IN ("+placeholders(len(part))+")", args...); err != nil {
+			if _, err := tx.tx.ExecContext(ctx, "UPDATE blobs SET last_ref_at = max(last_ref_at, ?) WHERE hash IN ("+placeholders(len(part))+")", args...); err != nil { // a variable query: not cached
 				return fmt.Errorf("reference blobs: %w", err)
 			}
 		}
@@ -118,7 +117,7 @@ func (s *Store) RefBlobs(ctx context.Context, principalID string, hashes []strin
 }
 
 func (s *Store) AddRunOutput(ctx context.Context, runID, hash string, at time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		if _, err := tx.ExecContext(ctx, "INSERT INTO run_outputs (run_id, hash, created_at) VALUES (?,?,?) ON CONFLICT DO NOTHING", runID, hash, ms(at)); err != nil {
 			return notFoundFK(err, "record output of run "+runID)
 		}
@@ -139,7 +138,7 @@ func notFoundFK(err error, what string) error {
 
 func (s *Store) RunHasOutput(ctx context.Context, runID, hash string) (bool, error) {
 	var n int
-	err := s.r.QueryRowContext(ctx, "SELECT count(*) FROM run_outputs WHERE run_id = ? AND hash = ?", runID, hash).Scan(&n)
+	err := s.rq.QueryRowContext(ctx, "SELECT count(*) FROM run_outputs WHERE run_id = ? AND hash = ?", runID, hash).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("run output: %w", err)
 	}
@@ -148,7 +147,7 @@ func (s *Store) RunHasOutput(ctx context.Context, runID, hash string) (bool, err
 
 func (s *Store) BlobReadableBy(ctx context.Context, hash, principalID string) (bool, error) {
 	var n int
-	err := s.r.QueryRowContext(ctx, `SELECT
+	err := s.rq.QueryRowContext(ctx, `SELECT
 		(SELECT count(*) FROM blob_refs WHERE hash = ? AND principal_id = ?) +
 		(SELECT count(*) FROM run_outputs o JOIN runs r ON r.id = o.run_id WHERE o.hash = ? AND r.requester_id = ?)`,
 		hash, principalID, hash, principalID).Scan(&n)
@@ -165,7 +164,7 @@ func (s *Store) DeleteRunsEndedBefore(ctx context.Context, cutoff, now time.Time
 		limit = 500
 	}
 	var out []store.RetentionRecord
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txQueryer) error {
 		rows, err := tx.QueryContext(ctx, `SELECT id, length(coalesce(contract, '')) + length(coalesce(receipt, '')) + length(coalesce(details, '')) +
 			coalesce((SELECT sum(length(data)) FROM events WHERE run_id = runs.id), 0)
 			FROM runs WHERE state IN (?,?,?) AND updated_at < ? ORDER BY updated_at, id LIMIT ?`,
@@ -214,7 +213,7 @@ func (s *Store) DeleteBlobsBefore(ctx context.Context, cutoff, now time.Time, re
 		limit = 500
 	}
 	var out []store.RetentionRecord
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txQueryer) error {
 		rows, err := tx.QueryContext(ctx, "SELECT hash, size FROM blobs WHERE last_ref_at < ? ORDER BY last_ref_at, hash LIMIT ?", ms(cutoff), limit)
 		if err != nil {
 			return fmt.Errorf("retention: %w", err)
@@ -253,7 +252,7 @@ func (s *Store) ListRetention(ctx context.Context, limit int) ([]store.Retention
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, err := s.r.QueryContext(ctx, "SELECT at, kind, ref, reason, bytes FROM retention_log ORDER BY id DESC LIMIT ?", limit)
+	rows, err := s.rq.QueryContext(ctx, "SELECT at, kind, ref, reason, bytes FROM retention_log ORDER BY id DESC LIMIT ?", limit)
 	if err != nil {
 		return nil, fmt.Errorf("retention log: %w", err)
 	}

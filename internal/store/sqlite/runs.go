@@ -126,7 +126,7 @@ func scanEvent(sc interface{ Scan(...any) error }) (store.Event, error) {
 }
 
 func (s *Store) CreateRun(ctx context.Context, r store.Run, events []store.Event) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO runs (id, state, pool, agent_kind, isolation, prompt, requester_id, requester_name, created_at, updated_at)
 			VALUES (?,?,?,?,?,?,?,?,?,?)`, r.ID, r.State, r.Pool, r.AgentKind, r.Isolation, r.Prompt, r.RequesterID, r.RequesterName, ms(r.CreatedAt), ms(r.UpdatedAt))
 		if isUnique(err) {
@@ -184,7 +184,7 @@ func (s *Store) ListRuns(ctx context.Context, f store.RunFilter) ([]store.Run, e
 }
 
 func (s *Store) queryRuns(ctx context.Context, q string, full bool, args ...any) ([]store.Run, error) {
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.rq.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list runs: %w", err)
 	}
@@ -212,7 +212,7 @@ func (s *Store) RunsUpdatedSince(ctx context.Context, since time.Time, after *st
 }
 
 func (s *Store) CountRunsByState(ctx context.Context) (map[string]int, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT state, count(*) FROM runs GROUP BY state")
+	rows, err := s.rq.QueryContext(ctx, "SELECT state, count(*) FROM runs GROUP BY state")
 	if err != nil {
 		return nil, fmt.Errorf("count runs: %w", err)
 	}
@@ -231,7 +231,7 @@ func (s *Store) CountRunsByState(ctx context.Context) (map[string]int, error) {
 
 func (s *Store) ApproveRun(ctx context.Context, id string, is store.Issue, now time.Time) (store.Run, error) {
 	var out store.Run
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txQueryer) error {
 		r, err := getRun(ctx, tx, id)
 		if err != nil {
 			return err
@@ -255,7 +255,7 @@ func (s *Store) ApproveRun(ctx context.Context, id string, is store.Issue, now t
 
 func (s *Store) EndPending(ctx context.Context, id string, e store.PendingEnd, now time.Time) (store.Run, error) {
 	var out store.Run
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txQueryer) error {
 		r, err := getRun(ctx, tx, id)
 		if err != nil {
 			return err
@@ -281,7 +281,7 @@ func (s *Store) EndPending(ctx context.Context, id string, e store.PendingEnd, n
 
 func (s *Store) CancelRun(ctx context.Context, id string, c store.Cancellation, now time.Time, end store.EndFunc) (store.Run, error) {
 	var out store.Run
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txQueryer) error {
 		r, err := getRun(ctx, tx, id)
 		if err != nil {
 			return err
@@ -326,7 +326,7 @@ func (s *Store) ClaimNext(ctx context.Context, req store.ClaimRequest, decide st
 	if len(req.Tiers) == 0 {
 		return out, nil, fmt.Errorf("claim: no isolation tiers: %w", store.ErrNotFound)
 	}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txQueryer) error {
 		args := []any{store.StateCreated, req.Pool}
 		for _, t := range req.Tiers {
 			args = append(args, t)
@@ -426,7 +426,7 @@ func (s *Store) GetClaim(ctx context.Context, tokenHash string, now time.Time) (
 	if tokenHash == "" {
 		return store.Run{}, fmt.Errorf("claim token: %w", store.ErrNotFound)
 	}
-	r, err := scanRunRow(s.r.QueryRowContext(ctx, claimByTokenQuery, tokenHash), true)
+	r, err := scanRunRow(s.rq.QueryRowContext(ctx, claimByTokenQuery, tokenHash), true)
 	if err != nil {
 		return r, notFound(err, "claim token")
 	}
@@ -435,7 +435,7 @@ func (s *Store) GetClaim(ctx context.Context, tokenHash string, now time.Time) (
 
 func (s *Store) Heartbeat(ctx context.Context, runID, tokenHash, state string, now, leaseUntil time.Time) (store.Run, error) {
 	var out store.Run
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txQueryer) error {
 		r, err := claimedRun(ctx, tx, runID, tokenHash, now)
 		if err != nil {
 			return err
@@ -458,7 +458,7 @@ func (s *Store) Heartbeat(ctx context.Context, runID, tokenHash, state string, n
 
 func (s *Store) AppendEvents(ctx context.Context, runID, tokenHash string, events []store.Event, now time.Time) (store.Run, error) {
 	var out store.Run
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txQueryer) error {
 		r, err := claimedRun(ctx, tx, runID, tokenHash, now)
 		if err != nil {
 			return err
@@ -493,7 +493,7 @@ func (s *Store) AppendEvents(ctx context.Context, runID, tokenHash string, event
 
 func (s *Store) CompleteRun(ctx context.Context, runID, tokenHash string, c store.Completion, now time.Time) (store.Run, error) {
 	var out store.Run
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txQueryer) error {
 		r, err := claimedRun(ctx, tx, runID, tokenHash, now)
 		if err != nil {
 			return err
@@ -543,7 +543,7 @@ func (s *Store) ListEvents(ctx context.Context, runID string, afterSeq int64, li
 // endRuns applies end to every run the query selects, failing each.
 func (s *Store) endRuns(ctx context.Context, what, query string, args []any, claimState string, now time.Time, end store.EndFunc) ([]store.Run, error) {
 	var out []store.Run
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txQueryer) error {
 		rows, err := tx.QueryContext(ctx, "SELECT "+runCols+" FROM runs WHERE "+query+" ORDER BY created_at, id LIMIT 500", args...)
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)

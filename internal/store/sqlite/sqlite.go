@@ -32,8 +32,11 @@ var migrationFS embed.FS
 
 // Store is the SQLite implementation of store.Store.
 type Store struct {
-	w *sql.DB // the single writer connection
-	r *sql.DB // read-only connections
+	w  *sql.DB // the single writer connection
+	r  *sql.DB // read-only connections
+	wc *stmtCache
+	rc *stmtCache
+	rq poolQueryer // s.r through its statement cache
 }
 
 var _ store.Store = (*Store)(nil)
@@ -70,7 +73,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
-	return &Store{w: w, r: r}, nil
+	rc := newStmtCache(r)
+	return &Store{w: w, r: r, wc: newStmtCache(w), rc: rc, rq: poolQueryer{rc}}, nil
 }
 
 // migrations returns the embedded migration scripts in version order.
@@ -144,6 +148,8 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close closes the database. It checkpoints the WAL so the main file is
 // complete on its own.
 func (s *Store) Close() error {
+	s.rc.close()
+	s.wc.close()
 	_, _ = s.w.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	return errors.Join(s.r.Close(), s.w.Close())
 }
@@ -158,13 +164,16 @@ type queryer interface {
 
 // tx runs fn in one write transaction: committed when fn returns nil,
 // rolled back otherwise. A write refused because the disk is full is
-// marked store.ErrStorageFull.
-func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+// marked store.ErrStorageFull. Queries run through the writer's
+// statement cache; the ones it met for the first time are prepared after
+// the transaction.
+func (s *Store) tx(ctx context.Context, fn func(tx txQueryer) error) error {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return markFull(fmt.Errorf("begin: %w", err))
 	}
-	if err := fn(tx); err != nil {
+	defer s.wc.preparePending(context.WithoutCancel(ctx))
+	if err := fn(txQueryer{tx: tx, c: s.wc}); err != nil {
 		_ = tx.Rollback()
 		return markFull(err)
 	}
@@ -277,7 +286,7 @@ func scanToken(sc interface{ Scan(...any) error }) (store.Token, error) {
 }
 
 func (s *Store) CreatePrincipal(ctx context.Context, p store.Principal, first store.Token) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		_, err := tx.ExecContext(ctx, "INSERT INTO principals ("+principalCols+") VALUES (?,?,?,?,?,?)",
 			p.ID, p.Name, p.Kind, p.Role, ms(p.CreatedAt), ms(p.DisabledAt))
 		if isUnique(err) {
@@ -304,7 +313,7 @@ func insertToken(ctx context.Context, q queryer, t store.Token) error {
 }
 
 func (s *Store) GetPrincipal(ctx context.Context, id string) (store.Principal, error) {
-	p, err := scanPrincipal(s.r.QueryRowContext(ctx, "SELECT "+principalCols+" FROM principals WHERE id = ?", id))
+	p, err := scanPrincipal(s.rq.QueryRowContext(ctx, "SELECT "+principalCols+" FROM principals WHERE id = ?", id))
 	if err != nil {
 		return p, notFound(err, "principal "+id)
 	}
@@ -312,7 +321,7 @@ func (s *Store) GetPrincipal(ctx context.Context, id string) (store.Principal, e
 }
 
 func (s *Store) ListPrincipals(ctx context.Context) ([]store.Principal, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT "+principalCols+" FROM principals ORDER BY created_at, id")
+	rows, err := s.rq.QueryContext(ctx, "SELECT "+principalCols+" FROM principals ORDER BY created_at, id")
 	if err != nil {
 		return nil, fmt.Errorf("list principals: %w", err)
 	}
@@ -329,7 +338,7 @@ func (s *Store) ListPrincipals(ctx context.Context) ([]store.Principal, error) {
 }
 
 func (s *Store) DisablePrincipal(ctx context.Context, id string, at time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		res, err := tx.ExecContext(ctx, "UPDATE principals SET disabled_at = CASE WHEN disabled_at = 0 THEN ? ELSE disabled_at END WHERE id = ?", ms(at), id)
 		if err := mustAffect(res, err, "disable principal "+id); err != nil {
 			return err
@@ -343,7 +352,7 @@ func (s *Store) DisablePrincipal(ctx context.Context, id string, at time.Time) e
 }
 
 func (s *Store) CreateToken(ctx context.Context, t store.Token) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		var disabled int64
 		err := tx.QueryRowContext(ctx, "SELECT disabled_at FROM principals WHERE id = ?", t.PrincipalID).Scan(&disabled)
 		if err != nil {
@@ -361,7 +370,7 @@ func (s *Store) ListTokens(ctx context.Context, principalID string) ([]store.Tok
 	if principalID != "" {
 		q, args = "SELECT "+tokenCols+" FROM tokens WHERE principal_id = ? ORDER BY created_at, id", []any{principalID}
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	rows, err := s.rq.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
@@ -378,14 +387,14 @@ func (s *Store) ListTokens(ctx context.Context, principalID string) ([]store.Tok
 }
 
 func (s *Store) RevokeToken(ctx context.Context, id string, at time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		res, err := tx.ExecContext(ctx, "UPDATE tokens SET revoked_at = CASE WHEN revoked_at = 0 THEN ? ELSE revoked_at END WHERE id = ?", ms(at), id)
 		return mustAffect(res, err, "revoke token "+id)
 	})
 }
 
 func (s *Store) LookupToken(ctx context.Context, hash string) (store.Token, store.Principal, error) {
-	row := s.r.QueryRowContext(ctx, `SELECT t.id, t.principal_id, t.hash, t.created_at, t.last_used_at, t.revoked_at,
+	row := s.rq.QueryRowContext(ctx, `SELECT t.id, t.principal_id, t.hash, t.created_at, t.last_used_at, t.revoked_at,
 		p.id, p.name, p.kind, p.role, p.created_at, p.disabled_at
 		FROM tokens t JOIN principals p ON p.id = t.principal_id WHERE t.hash = ?`, hash)
 	var t store.Token
@@ -401,7 +410,7 @@ func (s *Store) LookupToken(ctx context.Context, hash string) (store.Token, stor
 }
 
 func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		res, err := tx.ExecContext(ctx, "UPDATE tokens SET last_used_at = ? WHERE id = ?", ms(at), id)
 		return mustAffect(res, err, "touch token "+id)
 	})
@@ -410,7 +419,7 @@ func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) error {
 // --- runners ---
 
 func (s *Store) CreateEnrollToken(ctx context.Context, t store.EnrollToken) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		_, err := tx.ExecContext(ctx, "INSERT INTO enroll_tokens (hash, pool, created_by, created_at, expires_at, used_at, runner_id) VALUES (?,?,?,?,?,?,?)",
 			t.Hash, t.Pool, t.CreatedBy, ms(t.CreatedAt), ms(t.ExpiresAt), ms(t.UsedAt), t.RunnerID)
 		if isUnique(err) {
@@ -424,7 +433,7 @@ func (s *Store) CreateEnrollToken(ctx context.Context, t store.EnrollToken) erro
 }
 
 func (s *Store) EnrollRunner(ctx context.Context, enrollTokenHash string, r store.Runner, now time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		var pool string
 		var expires, used int64
 		err := tx.QueryRowContext(ctx, "SELECT pool, expires_at, used_at FROM enroll_tokens WHERE hash = ?", enrollTokenHash).Scan(&pool, &expires, &used)
@@ -468,7 +477,7 @@ func scanRunner(sc interface{ Scan(...any) error }) (store.Runner, error) {
 }
 
 func (s *Store) GetRunner(ctx context.Context, id string) (store.Runner, error) {
-	r, err := scanRunner(s.r.QueryRowContext(ctx, "SELECT "+runnerCols+" FROM runners r WHERE r.id = ?", id))
+	r, err := scanRunner(s.rq.QueryRowContext(ctx, "SELECT "+runnerCols+" FROM runners r WHERE r.id = ?", id))
 	if err != nil {
 		return r, notFound(err, "runner "+id)
 	}
@@ -476,7 +485,7 @@ func (s *Store) GetRunner(ctx context.Context, id string) (store.Runner, error) 
 }
 
 func (s *Store) LookupRunner(ctx context.Context, tokenHash string) (store.Runner, error) {
-	r, err := scanRunner(s.r.QueryRowContext(ctx, "SELECT "+runnerCols+" FROM runners r WHERE r.token_hash = ?", tokenHash))
+	r, err := scanRunner(s.rq.QueryRowContext(ctx, "SELECT "+runnerCols+" FROM runners r WHERE r.token_hash = ?", tokenHash))
 	if err != nil {
 		return r, notFound(err, "runner token")
 	}
@@ -484,7 +493,7 @@ func (s *Store) LookupRunner(ctx context.Context, tokenHash string) (store.Runne
 }
 
 func (s *Store) ListRunners(ctx context.Context) ([]store.Runner, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT "+runnerCols+" FROM runners r ORDER BY r.enrolled_at, r.id")
+	rows, err := s.rq.QueryContext(ctx, "SELECT "+runnerCols+" FROM runners r ORDER BY r.enrolled_at, r.id")
 	if err != nil {
 		return nil, fmt.Errorf("list runners: %w", err)
 	}
@@ -501,7 +510,7 @@ func (s *Store) ListRunners(ctx context.Context) ([]store.Runner, error) {
 }
 
 func (s *Store) RevokeRunner(ctx context.Context, id string, at time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		res, err := tx.ExecContext(ctx, "UPDATE runners SET revoked_at = CASE WHEN revoked_at = 0 THEN ? ELSE revoked_at END WHERE id = ?", ms(at), id)
 		if err := mustAffect(res, err, "revoke runner "+id); err != nil {
 			return err
@@ -515,7 +524,7 @@ func (s *Store) RevokeRunner(ctx context.Context, id string, at time.Time) error
 }
 
 func (s *Store) TouchRunner(ctx context.Context, id string, at time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		res, err := tx.ExecContext(ctx, "UPDATE runners SET last_seen_at = ? WHERE id = ?", ms(at), id)
 		return mustAffect(res, err, "touch runner "+id)
 	})
@@ -524,7 +533,7 @@ func (s *Store) TouchRunner(ctx context.Context, id string, at time.Time) error 
 // --- policy, keys, secrets ---
 
 func (s *Store) PutPolicy(ctx context.Context, p store.PolicyRecord) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		if _, err := tx.ExecContext(ctx, "INSERT INTO policies (hash, document, created_at) VALUES (?,?,?) ON CONFLICT(hash) DO NOTHING", p.Hash, p.Document, ms(p.CreatedAt)); err != nil {
 			return fmt.Errorf("store policy: %w", err)
 		}
@@ -538,7 +547,7 @@ func (s *Store) PutPolicy(ctx context.Context, p store.PolicyRecord) error {
 func (s *Store) CurrentPolicy(ctx context.Context) (store.PolicyRecord, error) {
 	var p store.PolicyRecord
 	var created int64
-	err := s.r.QueryRowContext(ctx, `SELECT p.hash, p.document, p.created_at FROM settings s JOIN policies p ON p.hash = s.value WHERE s.key = 'current_policy'`).Scan(&p.Hash, &p.Document, &created)
+	err := s.rq.QueryRowContext(ctx, `SELECT p.hash, p.document, p.created_at FROM settings s JOIN policies p ON p.hash = s.value WHERE s.key = 'current_policy'`).Scan(&p.Hash, &p.Document, &created)
 	if err != nil {
 		return p, notFound(err, "current policy")
 	}
@@ -547,7 +556,7 @@ func (s *Store) CurrentPolicy(ctx context.Context) (store.PolicyRecord, error) {
 }
 
 func (s *Store) PutPlaneKey(ctx context.Context, k store.PlaneKey) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		_, err := tx.ExecContext(ctx, "INSERT INTO plane_keys (key_id, public_key_pem, added_at) VALUES (?,?,?) ON CONFLICT(key_id) DO NOTHING", k.KeyID, k.PublicKeyPEM, ms(k.AddedAt))
 		if err != nil {
 			return fmt.Errorf("store plane key: %w", err)
@@ -559,7 +568,7 @@ func (s *Store) PutPlaneKey(ctx context.Context, k store.PlaneKey) error {
 func (s *Store) GetPlaneKey(ctx context.Context, keyID string) (store.PlaneKey, error) {
 	var k store.PlaneKey
 	var added int64
-	err := s.r.QueryRowContext(ctx, "SELECT key_id, public_key_pem, added_at FROM plane_keys WHERE key_id = ?", keyID).Scan(&k.KeyID, &k.PublicKeyPEM, &added)
+	err := s.rq.QueryRowContext(ctx, "SELECT key_id, public_key_pem, added_at FROM plane_keys WHERE key_id = ?", keyID).Scan(&k.KeyID, &k.PublicKeyPEM, &added)
 	if err != nil {
 		return k, notFound(err, "plane key "+keyID)
 	}
@@ -569,7 +578,7 @@ func (s *Store) GetPlaneKey(ctx context.Context, keyID string) (store.PlaneKey, 
 
 func (s *Store) PutSecret(ctx context.Context, sec store.Secret) (store.Secret, error) {
 	var out store.Secret
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx txQueryer) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO secrets (name, ciphertext, created_at, updated_at) VALUES (?,?,?,?)
 			ON CONFLICT(name) DO UPDATE SET ciphertext = excluded.ciphertext, updated_at = excluded.updated_at`,
 			sec.Name, sec.Ciphertext, ms(sec.CreatedAt), ms(sec.UpdatedAt))
@@ -598,7 +607,7 @@ func (s *Store) GetSecret(ctx context.Context, name string) (store.Secret, error
 }
 
 func (s *Store) ListSecrets(ctx context.Context) ([]store.Secret, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT name, created_at, updated_at FROM secrets ORDER BY name")
+	rows, err := s.rq.QueryContext(ctx, "SELECT name, created_at, updated_at FROM secrets ORDER BY name")
 	if err != nil {
 		return nil, fmt.Errorf("list secrets: %w", err)
 	}
@@ -617,7 +626,7 @@ func (s *Store) ListSecrets(ctx context.Context) ([]store.Secret, error) {
 }
 
 func (s *Store) DeleteSecret(ctx context.Context, name string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx txQueryer) error {
 		res, err := tx.ExecContext(ctx, "DELETE FROM secrets WHERE name = ?", name)
 		return mustAffect(res, err, "delete secret "+name)
 	})
