@@ -130,3 +130,68 @@ func BenchmarkSubmitLargeWorkspace(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRunLifecycle takes runs through the plane one after another
+// with the requests a runner makes for an `echo hi` run of a three-file
+// workspace: submit, claim, heartbeat, the workspace's blobs, the events in
+// the batches a runner posts them, the session log upload and the receipt.
+// Its CPU profile (-cpuprofile) is the plane's (and the client's) cost per
+// run.
+func BenchmarkRunLifecycle(b *testing.B) {
+	tp := testutil.StartPlane(b, quiet, testutil.WithLeases(time.Hour, 10*time.Minute))
+	req, _ := tp.NewPrincipal(client.RoleRequester)
+	ws := testutil.UploadWorkspace(b, req, map[string]string{"README.md": "# hello\n", "src/app.go": "package app\n", "NOTES.md": "# notes\n"})
+	r := client.RunRequest{Agent: protocol.AgentSpec{Kind: protocol.AgentMock}, Prompt: "bench", Pool: "default", Workspace: ws}
+	rn := tp.EnrollRunner("default")
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for range b.N {
+		lifecycle(b, req, rn, r)
+	}
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/op")
+}
+
+
+func lifecycle(b *testing.B, req *client.Client, rn *testutil.Runner, r client.RunRequest) {
+	if _, err := req.SubmitRun(bg, r); err != nil {
+		b.Fatal(err)
+	}
+	c := rn.MustClaim(b)
+	if _, err := c.Client.Heartbeat(bg, c.RunID, client.HeartbeatRequest{Phase: client.PhaseProvisioning}); err != nil {
+		b.Fatal(err)
+	}
+	snapRC, err := c.Client.GetBlob(bg, c.Contract.Workspace.BundleHash)
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, _ := io.ReadAll(snapRC)
+	snapRC.Close()
+	snap, err := protocol.ParseSnapshot(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, e := range snap.Entries {
+		rc, err := c.Client.GetBlob(bg, e.Hash)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, rc)
+		rc.Close()
+	}
+	mh, _ := c.Contract.ManifestHash()
+	c.Append(b, protocol.WorkspaceMaterialized{ManifestHash: mh})
+	if _, err := c.Client.Heartbeat(bg, c.RunID, client.HeartbeatRequest{Phase: client.PhaseRunning}); err != nil {
+		b.Fatal(err)
+	}
+	c.Append(b, protocol.CommandExecuted{ArgvHash: mh, ExitCode: 0})
+	log := []byte("hi\n")
+	lh := protocol.HashBytes(log)
+	if _, err := c.Client.PutBlobs(bg, []client.BlobUpload{{Hash: lh, Size: int64(len(log)), Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(log)), nil }}}); err != nil {
+		b.Fatal(err)
+	}
+	c.Append(b, protocol.ArtifactCreated{Kind: "log", Hash: lh}, protocol.BoundaryCrossed{Direction: "out", ContentHash: lh, DataClass: "session-log"})
+	c.Append(b, protocol.RunCompleted{})
+	if _, err := c.Client.Complete(bg, c.RunID, c.Receipt(b, "", lh)); err != nil {
+		b.Fatal(err)
+	}
+}
