@@ -151,7 +151,6 @@ func BenchmarkRunLifecycle(b *testing.B) {
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/op")
 }
 
-
 func lifecycle(b *testing.B, req *client.Client, rn *testutil.Runner, r client.RunRequest) {
 	if _, err := req.SubmitRun(bg, r); err != nil {
 		b.Fatal(err)
