@@ -552,6 +552,122 @@ func writeBlobFrame(w io.Writer, b BlobUpload) error {
 	return nil
 }
 
+// FetchBlobs downloads blobs in one request (POST /v1/blobs/fetch) and
+// calls fn for each distinct hash, in the order first asked, with a reader
+// of its size bytes that is valid only during the call. fn should check
+// the content's hash; what it leaves unread is skipped. The plane checks
+// every hash before it sends anything: a blob the token may not read is an
+// error with code forbidden, an unknown one not_found, each naming the
+// hash. A stream that ends early, or brings a blob not asked for, is a
+// *TransportError; an error from fn ends the download and is returned.
+func (c *Client) FetchBlobs(ctx context.Context, hashes []string, fn func(hash string, size int64, r io.Reader) error) error {
+	want := make([]string, 0, len(hashes))
+	seen := make(map[string]struct{}, len(hashes))
+	for _, h := range hashes {
+		if !protocol.IsHash(h) {
+			return fmt.Errorf("blob hash %q is not 64 lowercase hex characters", h)
+		}
+		if _, dup := seen[h]; !dup {
+			seen[h] = struct{}{}
+			want = append(want, h)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	body, err := json.Marshal(FetchBlobsRequest{Hashes: want})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url("/v1/blobs/fetch", nil), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.send(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, BlobsContentType) {
+		return &TransportError{Op: "POST /v1/blobs/fetch", Err: fmt.Errorf("reply is %q, not %s", ct, BlobsContentType)}
+	}
+	broken := func(format string, args ...any) error {
+		return &TransportError{Op: "POST /v1/blobs/fetch", Err: fmt.Errorf(format, args...)}
+	}
+	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	for i, h := range want {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return ctxErr
+			}
+			return broken("the stream ended after %d of %d blobs: %v", i, len(want), err)
+		}
+		got, sizeText, ok := strings.Cut(strings.TrimSuffix(string(line), "\n"), " ")
+		size, perr := strconv.ParseInt(sizeText, 10, 64)
+		if !ok || perr != nil || size < 0 {
+			return broken("blob %d: malformed frame header", i)
+		}
+		if got != h {
+			return broken("blob %d is %q, asked for %s", i, got, h)
+		}
+		fr := &frameReader{r: br, left: size}
+		err = fn(h, size, fr)
+		if err == nil {
+			_, err = io.Copy(io.Discard, fr)
+		}
+		if fr.err != nil { // the stream broke, whatever fn made of it
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return ctxErr
+			}
+			return broken("blob %s (%d of %d bytes read): %v", h, size-fr.left, size, fr.err)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		return broken("more data after the %d blobs asked for", len(want))
+	}
+	return nil
+}
+
+// frameReader reads one blob of a fetch stream: exactly left bytes. A
+// stream that ends or fails first is recorded in err (and reads as
+// io.ErrUnexpectedEOF), so it is reported as a broken transfer rather
+// than as content that does not match its hash.
+type frameReader struct {
+	r    io.Reader
+	left int64
+	err  error
+}
+
+func (f *frameReader) Read(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	if f.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > f.left {
+		p = p[:f.left]
+	}
+	n, err := f.r.Read(p)
+	f.left -= int64(n)
+	if err == io.EOF && f.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil && err != io.EOF {
+		f.err = err
+		return n, err
+	}
+	return n, nil
+}
+
 // GetBlob downloads a blob. The caller closes the reader and should check
 // the content's hash (the plane does on upload).
 func (c *Client) GetBlob(ctx context.Context, hash string) (io.ReadCloser, error) {

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"slices"
+
 	"warrant.dev/warrant/protocol"
 )
 
@@ -304,7 +306,19 @@ type Claim struct {
 	Lease      Lease                   `json:"lease"`
 	Events     []protocol.ChainedEvent `json:"events"`
 	Secrets    []ReleasedSecret        `json:"secrets"`
+	// Features lists what this plane offers beyond the first v1 routes
+	// (Feature*). A runner uses an addition only when its plane lists it,
+	// so a newer runner keeps working with an older plane.
+	Features []string `json:"features,omitempty"`
 }
+
+// Features of a plane, listed in Claim.Features.
+const (
+	FeatureFetchBlobs = "blobs.fetch" // POST /v1/blobs/fetch (Client.FetchBlobs)
+)
+
+// Offers reports whether the claim's plane offers feature.
+func (c *Claim) Offers(feature string) bool { return slices.Contains(c.Features, feature) }
 
 // Phases a runner reports in heartbeats.
 const (
@@ -349,6 +363,12 @@ type CompleteResponse struct {
 
 // MissingBlobsRequest is POST /v1/blobs/missing.
 type MissingBlobsRequest struct {
+	Hashes []string `json:"hashes"`
+}
+
+// FetchBlobsRequest is POST /v1/blobs/fetch: the blobs to download in one
+// reply (see Client.FetchBlobs).
+type FetchBlobsRequest struct {
 	Hashes []string `json:"hashes"`
 }
 

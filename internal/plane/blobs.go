@@ -264,19 +264,15 @@ func (p *Plane) handlePutBlobs(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// handleGetBlob is GET /v1/blobs/{hash}, scoped: admins, auditors and
+// checkRead says whether id may read blob hash: admins, auditors and
 // approvers read any blob; a requester the blobs they uploaded or
 // submitted and the outputs of their runs; a claim token only the
-// workspace and outputs of its run.
-func (p *Plane) handleGetBlob(w http.ResponseWriter, r *http.Request) error {
-	ctx := r.Context()
-	hash := r.PathValue("hash")
-	if !protocol.IsHash(hash) {
-		return errf(client.CodeBadRequest, "blob name must be a sha256 hex hash")
-	}
-	id := info(r).who
+// workspace and outputs of its run. A refusal is a forbidden error naming
+// the blob.
+func (p *Plane) checkRead(ctx context.Context, id *identity, hash string) error {
 	switch {
 	case id.isRole(client.RoleAdmin, client.RoleAuditor, client.RoleApprover):
+		return nil
 	case id.claim != nil:
 		ok, err := p.runMayRead(ctx, id.claim, hash)
 		if err != nil {
@@ -285,6 +281,7 @@ func (p *Plane) handleGetBlob(w http.ResponseWriter, r *http.Request) error {
 		if !ok {
 			return errf(client.CodeForbidden, "blob %s is not part of this run's workspace or outputs", hash)
 		}
+		return nil
 	default:
 		ok, err := p.store.BlobReadableBy(ctx, hash, id.principal.ID)
 		if err != nil {
@@ -293,6 +290,19 @@ func (p *Plane) handleGetBlob(w http.ResponseWriter, r *http.Request) error {
 		if !ok {
 			return errf(client.CodeForbidden, "blob %s belongs to no run of yours and was not uploaded by you", hash)
 		}
+		return nil
+	}
+}
+
+// handleGetBlob is GET /v1/blobs/{hash}, scoped by checkRead.
+func (p *Plane) handleGetBlob(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	hash := r.PathValue("hash")
+	if !protocol.IsHash(hash) {
+		return errf(client.CodeBadRequest, "blob name must be a sha256 hex hash")
+	}
+	if err := p.checkRead(ctx, info(r).who, hash); err != nil {
+		return err
 	}
 	if _, err := p.store.GetBlobMeta(ctx, hash); errors.Is(err, store.ErrNotFound) {
 		return errf(client.CodeNotFound, "no blob %s", hash)
@@ -315,12 +325,92 @@ func (p *Plane) handleGetBlob(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// MaxFetchHashes caps one POST /v1/blobs/fetch (Config.MaxFetchBytes caps
+// the size of its reply).
+const MaxFetchHashes = 10_000
+
+// handleFetchBlobs is POST /v1/blobs/fetch: many blobs in one reply, in
+// the framing of the batch upload. Every hash is checked (scope, then
+// existence, then the total size) before the first byte is sent, so a
+// refusal is a plain error naming the first offending hash.
+func (p *Plane) handleFetchBlobs(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	var req client.FetchBlobsRequest
+	if err := p.decode(w, r, &req, false); err != nil {
+		return err
+	}
+	if len(req.Hashes) > MaxFetchHashes {
+		return errf(client.CodeTooLarge, "at most %d hashes per call", MaxFetchHashes)
+	}
+	id := info(r).who
+	hashes := make([]string, 0, len(req.Hashes))
+	seen := make(map[string]struct{}, len(req.Hashes))
+	for i, h := range req.Hashes {
+		if !protocol.IsHash(h) {
+			return errf(client.CodeBadRequest, "hashes[%d] is not a sha256 hex hash", i)
+		}
+		if _, dup := seen[h]; dup {
+			continue
+		}
+		seen[h] = struct{}{}
+		if err := p.checkRead(ctx, id, h); err != nil {
+			return err
+		}
+		hashes = append(hashes, h)
+	}
+	var total int64
+	for _, h := range hashes {
+		m, err := p.store.GetBlobMeta(ctx, h)
+		if errors.Is(err, store.ErrNotFound) {
+			return errf(client.CodeNotFound, "no blob %s", h)
+		}
+		if err != nil {
+			return err
+		}
+		if total += m.Size; total > p.cfg.MaxFetchBytes {
+			return errf(client.CodeTooLarge, "the blobs asked for exceed %d bytes in total; ask for fewer at a time", p.cfg.MaxFetchBytes)
+		}
+	}
+	w.Header().Set("Content-Type", client.BlobsContentType)
+	w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	for _, h := range hashes {
+		if err := p.writeBlobFrame(ctx, bw, h); err != nil {
+			// The reply has started: cut the connection so the client sees
+			// a broken stream, not a short one that looks complete.
+			p.log.Warn("blob fetch broken off", "requestId", info(r).id, "blob", h, "err", err)
+			panic(http.ErrAbortHandler)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+// writeBlobFrame writes "<hash> <size>\n" and the blob's bytes.
+func (p *Plane) writeBlobFrame(ctx context.Context, w io.Writer, hash string) error {
+	rc, size, err := p.blobs.Open(ctx, hash)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if _, err := fmt.Fprintf(w, "%s %d\n", hash, size); err != nil {
+		return err
+	}
+	n, err := io.Copy(w, io.LimitReader(rc, size))
+	if err == nil && n != size {
+		err = fmt.Errorf("blob %s: read %d of %d bytes", hash, n, size)
+	}
+	return err
+}
+
 // runMayRead reports whether a claimed run may read a blob: its workspace
 // (snapshot, files, untracked files, dirty diff) or its outputs.
 func (p *Plane) runMayRead(ctx context.Context, run *store.Run, hash string) (bool, error) {
-	c, err := protocol.ParseContract(run.Contract)
+	c, err := p.runContract(run)
 	if err != nil {
-		return false, fmt.Errorf("stored contract of %s: %w", run.ID, err)
+		return false, err
 	}
 	m := &c.Workspace
 	if hash == m.BundleHash || hash == m.DirtyDiffHash {

@@ -39,6 +39,9 @@ func failEvent(run store.Run, head *store.Event, class, msg string, now time.Tim
 	return chainEvents(run.ID, run.ContractHash, head, []protocol.EventBody{protocol.NewEvent(protocol.RunFailed{Failure: class, Message: msg})}, now)
 }
 
+// planeFeatures are the additions to v1 this plane offers its runners.
+var planeFeatures = []string{client.FeatureFetchBlobs}
+
 // handleClaim is POST /v1/claims: a long poll for work.
 func (p *Plane) handleClaim(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
@@ -188,7 +191,8 @@ func (p *Plane) tryClaim(ctx context.Context, rn *store.Runner, tiers []string) 
 		released = []client.ReleasedSecret{}
 	}
 	p.notify.Publish(runTopic(run.ID))
-	return &client.Claim{RunID: run.ID, Contract: contract, ClaimToken: token, Lease: p.lease(run.LeaseUntil), Events: events, Secrets: released}, nil
+	return &client.Claim{RunID: run.ID, Contract: contract, ClaimToken: token, Lease: p.lease(run.LeaseUntil), Events: events, Secrets: released,
+		Features: planeFeatures}, nil
 }
 
 // handleHeartbeat is POST /v1/runs/{id}/heartbeat.

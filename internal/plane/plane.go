@@ -46,6 +46,7 @@ const (
 	DefaultRetentionInterval = time.Hour
 	DefaultMaxBodyBytes      = 16 << 20
 	DefaultMaxBlobBytes      = 256 << 20
+	DefaultMaxFetchBytes     = 1 << 30
 	DefaultRateLimit         = 500  // requests per second per principal
 	DefaultRateBurst         = 2000 // bucket size
 	DefaultSSEKeepAlive      = 15 * time.Second
@@ -76,6 +77,7 @@ type Config struct {
 	RetentionInterval time.Duration
 	MaxBodyBytes      int64
 	MaxBlobBytes      int64
+	MaxFetchBytes     int64   // the blobs one POST /v1/blobs/fetch may return, in total
 	RateLimit         float64 // per principal, requests per second
 	RateBurst         int
 	SSEKeepAlive      time.Duration
@@ -122,6 +124,9 @@ func (c *Config) fill() error {
 	if c.MaxBlobBytes <= 0 {
 		c.MaxBlobBytes = DefaultMaxBlobBytes
 	}
+	if c.MaxFetchBytes <= 0 {
+		c.MaxFetchBytes = DefaultMaxFetchBytes
+	}
 	if c.RateLimit <= 0 {
 		c.RateLimit = DefaultRateLimit
 	}
@@ -135,17 +140,18 @@ func (c *Config) fill() error {
 // Handler(), run its background loops with Start, and stop with Drain and
 // Close (or use Server, which does all of that).
 type Plane struct {
-	cfg     Config
-	store   store.Store
-	blobs   store.BlobStore
-	log     *slog.Logger
-	clock   Clock
-	notify  Notifier
-	key     *protocol.PrivateKey
-	sealer  *sealer
-	metrics *metrics
-	limiter *rateLimiter
-	snaps   *snapshotCache
+	cfg       Config
+	store     store.Store
+	blobs     store.BlobStore
+	log       *slog.Logger
+	clock     Clock
+	notify    Notifier
+	key       *protocol.PrivateKey
+	sealer    *sealer
+	metrics   *metrics
+	limiter   *rateLimiter
+	snaps     *snapshotCache
+	contracts *contractCache
 
 	draining atomic.Bool
 	drainCh  chan struct{}
@@ -168,7 +174,8 @@ func New(ctx context.Context, cfg Config) (*Plane, error) {
 	p := &Plane{
 		cfg: cfg, store: cfg.Store, blobs: cfg.Blobs, log: cfg.Logger, clock: cfg.Clock, notify: runsNotifier{cfg.Notifier},
 		key: cfg.Key, sealer: s, limiter: newRateLimiter(cfg.RateLimit, cfg.RateBurst), snaps: newSnapshotCache(snapshotCacheHashes),
-		drainCh: make(chan struct{}),
+		contracts: newContractCache(),
+		drainCh:   make(chan struct{}),
 	}
 	p.metrics = newMetrics(p)
 	pub := cfg.Key.Public()

@@ -59,6 +59,7 @@ func (p *Plane) Handler() http.Handler {
 	rt("PUT /v1/blobs/{hash}", authBlobWrite, p.handlePutBlob)
 	rt("POST /v1/blobs", authBlobWrite, p.handlePutBlobs)
 	rt("GET /v1/blobs/{hash}", authBlobRead, p.handleGetBlob)
+	rt("POST /v1/blobs/fetch", authBlobRead, p.handleFetchBlobs)
 
 	rt("GET /v1/policy", authAnyPrincipal, p.handleGetPolicy)
 	rt("PUT /v1/policy", authAdmin, p.handlePutPolicy)
