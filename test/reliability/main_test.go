@@ -41,6 +41,11 @@ var suite struct {
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	if fuzzing() {
+		// Fuzz workers run no suite test and may be stopped without
+		// returning here: leave nothing behind.
+		os.Exit(m.Run())
+	}
 	root, err := os.MkdirTemp("", "warrant-reliability-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "reliability: suite directory:", err)
@@ -51,12 +56,9 @@ func TestMain(m *testing.M) {
 	suite.tokens = map[string]string{}
 	code := m.Run()
 	// The leak scan sees what every test left behind, whatever their
-	// outcome (a failed test's data is evidence too). Fuzzing runs no
-	// suite test.
-	if !fuzzing() {
-		if scanCode := leakScanAfterSuite(os.Stdout); scanCode != 0 && code == 0 {
-			code = scanCode
-		}
+	// outcome (a failed test's data is evidence too).
+	if scanCode := leakScanAfterSuite(os.Stdout); scanCode != 0 && code == 0 {
+		code = scanCode
 	}
 	if *flagKeep || code != 0 {
 		fmt.Fprintf(os.Stderr, "reliability: suite directory kept: %s\n", root)
@@ -78,6 +80,9 @@ func fuzzing() bool {
 // warrantBinary builds the real warrant binary once per test process.
 func warrantBinary(t testing.TB) string {
 	t.Helper()
+	if suite.root == "" {
+		t.Skip("the suite's scenarios do not run while fuzzing (use -run='^$' with -fuzz)")
+	}
 	suite.binOnce.Do(func() {
 		path := filepath.Join(suite.root, "bin", "warrant")
 		args := []string{"build", "-o", path}
@@ -103,6 +108,9 @@ var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 // kept until the leak scan after the last test.
 func suiteDir(t testing.TB, name string) string {
 	t.Helper()
+	if suite.root == "" {
+		t.Skip("the suite's scenarios do not run while fuzzing (use -run='^$' with -fuzz)")
+	}
 	base := filepath.Join(suite.root, unsafeName.ReplaceAllString(t.Name(), "_"))
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		t.Fatal(err)
