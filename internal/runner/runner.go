@@ -289,8 +289,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	// Session directories left by a runner that died are of runs whose
-	// leases have lapsed: nothing will use them.
+	// Processes and session directories left by a runner that died belong
+	// to runs whose leases have lapsed: nothing will use them.
+	if n := session.KillStrays(r.sessionsRoot()); n > 0 {
+		r.log.Warn("killed processes left by the sessions of a previous runner", "processes", n)
+	}
 	removeAll(r.sessionsRoot(), r.log)
 	slots := make(chan struct{}, r.opts.Concurrency)
 	var wg sync.WaitGroup

@@ -324,9 +324,9 @@ func namespaceAvailable(t *testing.T) bool {
 //     cancelled, end cancelled;
 //   - on the namespace tier no process of the dead runner's sessions is
 //     left (the session's PID namespace dies with its init); on the
-//     process tier the harness dies by its parent-death signal, and the
-//     test records whether its children outlived the runner (they do:
-//     see docs/reliability.md, known gaps);
+//     process tier the harness dies by its parent-death signal, its
+//     children may outlive the dead runner until it restarts, and the
+//     restarted runner kills them (session.KillStrays) before it claims;
 //   - the runner, restarted on its data directory, claims and completes
 //     new runs (the other runner is stopped first, so it has to);
 //   - the usual invariants: ended with reasons, none twice, bundles
@@ -433,12 +433,8 @@ func testRunnerKill9(t *testing.T, tier string) {
 	}
 	t.Logf("runner a (%d runs) SIGKILLed; its runs failed as runner lost %.1fs later; session processes still running then: %v",
 		len(byRunner[idA]), time.Since(killedAt).Seconds(), orphans)
-	if len(orphans) > 0 {
-		if tier == protocol.IsolationNamespace {
-			t.Errorf("namespace sessions outlived their runner: %v", orphans)
-		} else {
-			t.Logf("KNOWN GAP (process tier): the harness's children outlive a SIGKILLed runner (only the harness gets the parent-death signal); the test kills them")
-		}
+	if len(orphans) > 0 && tier == protocol.IsolationNamespace {
+		t.Errorf("namespace sessions outlived their runner: %v", orphans)
 	}
 
 	// Restart the dead runner alone: the other one drains and stops.
@@ -446,6 +442,19 @@ func testRunnerKill9(t *testing.T, tier string) {
 		t.Error("runner b did not drain on SIGTERM")
 	}
 	a.start(false)
+	// The restarted runner kills what its predecessor's sessions left.
+	if !eventually(20*time.Second, func() bool {
+		for _, h := range byRunner[idA] {
+			if len(sessionProcs("sleep", h.sleep)) > 0 {
+				return false
+			}
+		}
+		return true
+	}) {
+		for _, h := range byRunner[idA] {
+			t.Errorf("run %s: session processes %v still running after the runner restarted", h.id, sessionProcs("sleep", h.sleep))
+		}
+	}
 	for range 4 {
 		spec := runSpec{body: bodyEcho, isolation: tier, noMarkers: tier == protocol.IsolationNamespace}
 		r, _, err := w.submit(ctx, spec)

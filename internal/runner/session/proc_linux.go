@@ -52,3 +52,49 @@ func parseStat(stat []byte) (state byte, pgrp []byte, ok bool) {
 	}
 	return fields[0][0], fields[2], true
 }
+
+// KillStrays SIGKILLs every process whose environment carries
+// MarkerEnv naming a session directory under root: what is left of the
+// process-tier sessions of a runner that died (only the harness itself
+// gets the parent-death signal; its children do not). The runner calls it
+// when it starts, before it removes its old session directories. It
+// returns how many processes it killed.
+func KillStrays(root string) int {
+	prefix := []byte(MarkerEnv + "=" + root + string(os.PathSeparator))
+	killed := 0
+	// Killing a parent can leave children that were mid-fork: look again
+	// until a pass finds nothing.
+	for pass := 0; pass < 5; pass++ {
+		found := 0
+		d, err := os.Open("/proc")
+		if err != nil {
+			return killed
+		}
+		names, _ := d.Readdirnames(-1)
+		d.Close()
+		self := os.Getpid()
+		for _, name := range names {
+			pid, err := strconv.Atoi(name)
+			if err != nil || pid == self {
+				continue
+			}
+			env, err := os.ReadFile("/proc/" + name + "/environ")
+			if err != nil {
+				continue // gone, or not ours to read
+			}
+			for _, kv := range bytes.Split(env, []byte{0}) {
+				if bytes.HasPrefix(kv, prefix) {
+					if syscall.Kill(pid, syscall.SIGKILL) == nil {
+						found++
+					}
+					break
+				}
+			}
+		}
+		killed += found
+		if found == 0 {
+			break
+		}
+	}
+	return killed
+}

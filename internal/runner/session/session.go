@@ -43,6 +43,12 @@ type Backend interface {
 	Run(ctx context.Context, s *Session) (Result, error)
 }
 
+// MarkerEnv is set in every process-tier session's environment to the
+// session's scratch directory, so that a restarted runner can find (and
+// kill) processes its dead predecessor's sessions left behind: children
+// inherit it (KillStrays).
+const MarkerEnv = "WARRANT_SESSION_DIR"
+
 // Secret is a secret value the plane released for the run.
 type Secret struct {
 	Name  string

@@ -94,6 +94,9 @@ func (b *Backend) Run(ctx context.Context, s *session.Session) (session.Result, 
 	for k, v := range session.ResolveEnv(e, s.Secrets) {
 		env[k] = v
 	}
+	// Set after the contract's variables, which cannot unset it: it is how
+	// a restarted runner finds this session's strays.
+	env[session.MarkerEnv] = s.ScratchDir
 
 	var proxy *egress.Proxy
 	if e.EgressProxy {
