@@ -142,7 +142,7 @@ func TestScrubbedEnvironment(t *testing.T) {
 		k, v, _ := strings.Cut(line, "=")
 		env[k] = v
 	}
-	want := []string{"PATH", "HOME", "TMPDIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "MODE", "API_KEY", "vendor"}
+	want := []string{"PATH", "HOME", "TMPDIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "MODE", "API_KEY", "vendor", session.MarkerEnv}
 	for _, k := range want {
 		if _, ok := env[k]; !ok {
 			t.Errorf("%s missing from the session environment", k)
