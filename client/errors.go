@@ -27,7 +27,7 @@ const (
 	CodeReceiptRejected = "receipt_rejected" // the receipt does not match the contract/events
 	CodeBlobMissing     = "blob_missing"     // a referenced blob was never uploaded
 	CodeHashMismatch    = "hash_mismatch"    // uploaded bytes do not match their hash
-	CodeUnavailable     = "unavailable"      // the plane is shutting down or not ready
+	CodeUnavailable     = "unavailable"      // the plane is shutting down, not ready, or its storage is full; retry later
 	CodeInternal        = "internal"         // a bug or an outage; see the plane's log by request id
 )
 
