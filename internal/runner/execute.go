@@ -250,11 +250,15 @@ func (x *runExec) perform(runCtx, sessCtx context.Context) outcome {
 		return out
 	}
 	defer removeAll(dir, x.log)
+	var source workspace.BlobSource = claimBlobs{api: x.api, budget: r.opts.UploadRetry}
+	if x.claim.Offers(client.FeatureFetchBlobs) {
+		source = claimBatchBlobs{claimBlobs{api: x.api, budget: r.opts.UploadRetry}}
+	}
 	mat, err := workspace.Materialize(sessCtx, workspace.MaterializeOptions{
 		Dir:      filepath.Join(dir, "workspace"),
 		StateDir: filepath.Join(dir, "state"),
 		Manifest: &c.Workspace,
-		Source:   claimBlobs{api: x.api, budget: r.opts.UploadRetry},
+		Source:   source,
 		Logger:   x.log,
 	})
 	if err != nil {

@@ -96,6 +96,38 @@ type claimBlobs struct {
 	budget time.Duration
 }
 
+// claimBatchBlobs is claimBlobs for a plane that offers POST
+// /v1/blobs/fetch: Materialize gets a workspace's small files in a few
+// requests instead of one per file.
+type claimBatchBlobs struct{ claimBlobs }
+
+var _ workspace.BlobBatchSource = claimBatchBlobs{}
+
+// GetMany fetches blobs in one request; a broken transfer is retried for
+// the blobs not delivered yet, within the budget.
+func (b claimBatchBlobs) GetMany(ctx context.Context, hashes []string, fn func(hash string, r io.Reader) error) error {
+	delivered := make(map[string]bool, len(hashes))
+	err := client.Retry(ctx, client.DefaultBackoff, b.budget, func(ctx context.Context) error {
+		rest := make([]string, 0, len(hashes)-len(delivered))
+		for _, h := range hashes {
+			if !delivered[h] {
+				rest = append(rest, h)
+			}
+		}
+		return b.api.FetchBlobs(ctx, rest, func(hash string, _ int64, r io.Reader) error {
+			if err := fn(hash, r); err != nil {
+				return err
+			}
+			delivered[hash] = true
+			return nil
+		})
+	})
+	if errors.Is(err, client.ErrNotFound) {
+		return fmt.Errorf("%w: %v", workspace.ErrBlobNotFound, err)
+	}
+	return err
+}
+
 func (b claimBlobs) Get(ctx context.Context, hash string) (io.ReadCloser, error) {
 	var rc io.ReadCloser
 	err := client.Retry(ctx, client.DefaultBackoff, b.budget, func(ctx context.Context) error {

@@ -37,6 +37,18 @@ type BlobSource interface {
 	Get(ctx context.Context, hash string) (io.ReadCloser, error)
 }
 
+// BlobBatchSource is a BlobSource that also fetches many blobs in one
+// round trip (the plane's POST /v1/blobs/fetch). Materialize fetches the
+// symlink targets and the small files through it when its source has it;
+// it verifies those blobs too.
+type BlobBatchSource interface {
+	BlobSource
+	// GetMany calls fn for each of hashes (distinct) in any order with a
+	// reader of its content, valid only during the call, and returns fn's
+	// first error. An unknown hash is ErrBlobNotFound (wrapped).
+	GetMany(ctx context.Context, hashes []string, fn func(hash string, r io.Reader) error) error
+}
+
 // ErrBlobNotFound is what a BlobSource returns (wrapped) for an unknown
 // hash.
 var ErrBlobNotFound = errors.New("blob not found")
@@ -199,11 +211,17 @@ func getVerified(ctx context.Context, src BlobSource, hash string, size, maxSize
 		return nil, fmt.Errorf("fetch blob %s: %w", hash, err)
 	}
 	defer rc.Close()
+	return readVerified(rc, hash, size, maxSize)
+}
+
+// readVerified reads a blob and checks its size and hash (size < 0:
+// unknown, at most maxSize bytes).
+func readVerified(r io.Reader, hash string, size, maxSize int64) ([]byte, error) {
 	limit := maxSize
 	if size >= 0 {
 		limit = size
 	}
-	data, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("fetch blob %s: %w", hash, err)
 	}
@@ -217,6 +235,79 @@ func getVerified(ctx context.Context, src BlobSource, hash string, size, maxSize
 		return nil, fmt.Errorf("blob %s: %w: content hashes to %s", hash, ErrBlobMismatch, got)
 	}
 	return data, nil
+}
+
+// blobWant is a blob to fetch: its hash and its size (which the snapshot
+// names).
+type blobWant struct {
+	hash string
+	size int64
+}
+
+// Batches of getManyVerified.
+const (
+	maxBatchBlobs = 1_000    // blobs per GetMany call
+	maxBatchBytes = 16 << 20 // bytes per GetMany call (at least one blob)
+)
+
+// getManyVerified fetches distinct blobs through a batch source, in batches of at
+// most maxBatchBlobs and maxBatchBytes, batches runs at a time, and hands
+// each blob to got (from the fetching goroutine) once its size and hash
+// are checked. It fails if the source sends a blob it was not asked for,
+// sends one twice, or leaves one out.
+func getManyVerified(ctx context.Context, src BlobBatchSource, want []blobWant, batches int, got func(i int, data []byte) error) error {
+	var starts []int
+	var bytes int64
+	for i, w := range want {
+		if i == 0 || i-starts[len(starts)-1] >= maxBatchBlobs || bytes+w.size > maxBatchBytes {
+			starts = append(starts, i)
+			bytes = 0
+		}
+		bytes += w.size
+	}
+	return parallel(ctx, len(starts), batches, func(b int) error {
+		lo, hi := starts[b], len(want)
+		if b+1 < len(starts) {
+			hi = starts[b+1]
+		}
+		index := make(map[string]int, hi-lo)
+		hashes := make([]string, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			if !protocol.IsHash(want[i].hash) {
+				return fmt.Errorf("blob %q: not a sha256 hex hash", want[i].hash)
+			}
+			if _, dup := index[want[i].hash]; dup {
+				return fmt.Errorf("blob %s: asked for twice", want[i].hash)
+			}
+			index[want[i].hash] = i
+			hashes = append(hashes, want[i].hash)
+		}
+		delivered := make(map[string]bool, len(hashes))
+		err := src.GetMany(ctx, hashes, func(hash string, r io.Reader) error {
+			i, ok := index[hash]
+			switch {
+			case !ok:
+				return fmt.Errorf("blob %s: %w: the source sent a blob not asked for", hash, ErrBlobMismatch)
+			case delivered[hash]:
+				return fmt.Errorf("blob %s: %w: the source sent it twice", hash, ErrBlobMismatch)
+			}
+			delivered[hash] = true
+			data, err := readVerified(r, hash, want[i].size, want[i].size)
+			if err != nil {
+				return err
+			}
+			return got(i, data)
+		})
+		if err != nil {
+			return fmt.Errorf("fetch %d blobs: %w", len(hashes), err)
+		}
+		for _, h := range hashes {
+			if !delivered[h] {
+				return fmt.Errorf("blob %s: %w: the source left it out", h, ErrBlobNotFound)
+			}
+		}
+		return nil
+	})
 }
 
 // ErrBlobMismatch is wrapped by errors about a blob whose bytes do not

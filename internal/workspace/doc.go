@@ -105,7 +105,11 @@
 //
 // Materialize fetches the snapshot and every blob from a BlobSource and
 // checks each against its hash (and size) before writing it
-// (ErrBlobMismatch). Before anything is written it refuses: paths that are
+// (ErrBlobMismatch). A source that is a BlobBatchSource delivers the
+// symlink targets and the small files (up to 1 MiB) in batches of up to
+// 1,000 blobs and 16 MiB, one round trip each instead of one per blob;
+// a blob it leaves out, sends twice or was not asked for fails the
+// materialization like a tampered one. Before anything is written it refuses: paths that are
 // absolute, contain "..", ".", empty or ".git" components, or lie under
 // another entry (so never through a symlink); modes other than file,
 // executable and symlink (no devices); symlinks whose target is empty,

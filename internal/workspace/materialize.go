@@ -230,6 +230,33 @@ func fetchSymlinks(ctx context.Context, src BlobSource, snap *protocol.Snapshot,
 		}
 	}
 	var mu sync.Mutex
+	if batch, ok := src.(BlobBatchSource); ok && len(links) > 0 {
+		// Fetch each distinct target once; links with the same target
+		// share it.
+		paths := map[string][]string{}
+		var want []blobWant
+		for _, e := range links {
+			if _, ok := paths[e.Hash]; !ok {
+				want = append(want, blobWant{hash: e.Hash, size: e.Size})
+			}
+			paths[e.Hash] = append(paths[e.Hash], e.Path)
+		}
+		err := getManyVerified(ctx, batch, want, 1, func(i int, data []byte) error {
+			for _, p := range paths[want[i].hash] {
+				targets[p] = string(data)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("symlink targets: %w", err)
+		}
+		for _, e := range links { // the same hash with another size
+			if int64(len(targets[e.Path])) != e.Size {
+				return nil, fmt.Errorf("symlink %q: blob %s: %w: %d bytes, want %d", e.Path, e.Hash, ErrBlobMismatch, len(targets[e.Path]), e.Size)
+			}
+		}
+		return targets, nil
+	}
 	err := parallel(ctx, len(links), workers, func(i int) error {
 		e := links[i]
 		b, err := getVerified(ctx, src, e.Hash, e.Size, e.Size)
@@ -366,7 +393,9 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 		groups[g].entries = append(groups[g].entries, i)
 	}
 	out := make([]indexEntry, len(snap.Entries))
-	err = parallel(ctx, len(groups), workers, func(gi int) error {
+	// writeGroup writes the files of group gi, fetching the blob itself
+	// unless data (verified) is given.
+	writeGroup := func(gi int, data []byte) error {
 		g := groups[gi]
 		first := snap.Entries[g.entries[0]]
 		var oid [sha1.Size]byte
@@ -391,9 +420,11 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 			}
 			return nil
 		}
-		data, err := getVerified(ctx, src, g.hash, g.size, g.size)
-		if err != nil {
-			return fmt.Errorf("%q: %w", first.Path, err)
+		if data == nil {
+			var err error
+			if data, err = getVerified(ctx, src, g.hash, g.size, g.size); err != nil {
+				return fmt.Errorf("%q: %w", first.Path, err)
+			}
 		}
 		oid = hashObject(objBlob, data)
 		if err := pack.add(objBlob, oid, data); err != nil {
@@ -413,7 +444,22 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 			fillEntry(&out[i], e.Mode, oid, st)
 		}
 		return nil
-	})
+	}
+	if batch, ok := src.(BlobBatchSource); ok {
+		var small []blobWant
+		var smallGroup, rest []int
+		for gi, g := range groups {
+			if g.size <= maxBatchedBlob {
+				small = append(small, blobWant{hash: g.hash, size: g.size})
+				smallGroup = append(smallGroup, gi)
+			} else {
+				rest = append(rest, gi)
+			}
+		}
+		err = fetchAndWrite(ctx, batch, small, smallGroup, rest, workers, writeGroup)
+	} else {
+		err = parallel(ctx, len(groups), workers, func(gi int) error { return writeGroup(gi, nil) })
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -442,6 +488,66 @@ func writeEntries(ctx context.Context, root *os.Root, dir string, src BlobSource
 		fillEntry(&out[i], e.Mode, oid, fi.Sys().(*syscall.Stat_t))
 	}
 	return out, nil
+}
+
+// maxBatchedBlob is the largest blob fetched in a batch: the many small
+// files of a tree are what costs round trips; larger blobs are fetched one
+// by one, several at a time.
+const maxBatchedBlob = 1 << 20
+
+// fetchAndWrite writes the groups of a tree from a batch source: the small
+// blobs (want, for the groups wantGroup) come in batches on up to two
+// streams and are handed, verified, to workers writers, which also fetch
+// and write the other groups (rest) one by one. It stops at the first
+// error.
+func fetchAndWrite(ctx context.Context, src BlobBatchSource, want []blobWant, wantGroup, rest []int, workers int, write func(gi int, data []byte) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	type job struct {
+		gi   int
+		data []byte
+	}
+	jobs := make(chan job, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if ctx.Err() != nil {
+					continue // drain
+				}
+				if err := write(j.gi, j.data); err != nil {
+					cancel(err)
+				}
+			}
+		}()
+	}
+	send := func(j job) error {
+		select {
+		case jobs <- j:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+	var err error
+	for _, gi := range rest {
+		if err = send(job{gi: gi}); err != nil {
+			break
+		}
+	}
+	if err == nil && len(want) > 0 {
+		err = getManyVerified(ctx, src, want, 2, func(i int, data []byte) error {
+			return send(job{gi: wantGroup[i], data: data})
+		})
+	}
+	close(jobs)
+	wg.Wait()
+	if cause := context.Cause(ctx); cause != nil {
+		return cause // the writer's error that stopped the fetch
+	}
+	return err
 }
 
 // packFile adds a large file Materialize wrote and verified to the pack.

@@ -29,6 +29,8 @@ type MemStore struct {
 	bytesPut     int64
 	largestPut   int
 	gets         int
+	getManys     int
+	gotMany      int
 }
 
 // Counts is a snapshot of a MemStore's counters.
@@ -40,20 +42,22 @@ type Counts struct {
 	BytesPut     int64 // bytes received by Put
 	LargestPut   int   // most blobs in one Put call
 	Gets         int   // calls to Get
+	GetManys     int   // calls to GetMany (of a BatchStore)
+	GotMany      int   // blobs delivered by GetMany
 }
 
 // Counts returns the counters so far.
 func (s *MemStore) Counts() Counts {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Counts{s.missingCalls, s.hashesAsked, s.putCalls, s.blobsPut, s.bytesPut, s.largestPut, s.gets}
+	return Counts{s.missingCalls, s.hashesAsked, s.putCalls, s.blobsPut, s.bytesPut, s.largestPut, s.gets, s.getManys, s.gotMany}
 }
 
 // ResetCounts zeroes the counters (the blobs stay).
 func (s *MemStore) ResetCounts() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.missingCalls, s.hashesAsked, s.putCalls, s.blobsPut, s.bytesPut, s.largestPut, s.gets = 0, 0, 0, 0, 0, 0, 0
+	s.missingCalls, s.hashesAsked, s.putCalls, s.blobsPut, s.bytesPut, s.largestPut, s.gets, s.getManys, s.gotMany = 0, 0, 0, 0, 0, 0, 0, 0, 0
 }
 
 // Missing implements workspace.BlobSink.
@@ -140,6 +144,37 @@ func (s *MemStore) Get(ctx context.Context, hash string) (io.ReadCloser, error) 
 		return nil, fmt.Errorf("%s: %w", hash, workspace.ErrBlobNotFound)
 	}
 	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+// BatchStore is a MemStore that also fetches many blobs in one call: a
+// workspace.BlobBatchSource.
+type BatchStore struct{ *MemStore }
+
+var _ workspace.BlobBatchSource = BatchStore{}
+
+// GetMany implements workspace.BlobBatchSource, delivering the blobs in
+// the order asked.
+func (b BatchStore) GetMany(ctx context.Context, hashes []string, fn func(hash string, r io.Reader) error) error {
+	s := b.MemStore
+	s.mu.Lock()
+	s.getManys++
+	s.mu.Unlock()
+	for _, h := range hashes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		data, ok := s.Bytes(h)
+		if !ok {
+			return fmt.Errorf("%s: %w", h, workspace.ErrBlobNotFound)
+		}
+		s.mu.Lock()
+		s.gotMany++
+		s.mu.Unlock()
+		if err := fn(h, bytes.NewReader(data)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Add stores data under its own hash and returns the hash.
