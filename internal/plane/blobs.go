@@ -370,6 +370,15 @@ func (p *Plane) handleFetchBlobs(w http.ResponseWriter, r *http.Request) error {
 		if total += m.Size; total > p.cfg.MaxFetchBytes {
 			return errf(client.CodeTooLarge, "the blobs asked for exceed %d bytes in total; ask for fewer at a time", p.cfg.MaxFetchBytes)
 		}
+		// The bytes can be gone while the record stays (a blob store
+		// restored from an older backup, a file removed by hand): say so
+		// now, as GET /v1/blobs/{hash} would, rather than break the stream
+		// halfway, which the client would take for a network fault.
+		if ok, err := p.blobs.Has(ctx, h); err != nil {
+			return err
+		} else if !ok {
+			return errf(client.CodeNotFound, "no blob %s", h)
+		}
 	}
 	w.Header().Set("Content-Type", client.BlobsContentType)
 	w.WriteHeader(http.StatusOK)
