@@ -257,6 +257,17 @@ func (p *Plane) handleHeartbeat(w http.ResponseWriter, r *http.Request) error {
 // Event types only the plane writes.
 var planeEventTypes = []string{protocol.EventRunCreated, protocol.EventRunClaimed, protocol.EventSecretReleased, protocol.EventPolicyEvaluated, protocol.EventConsentRequested, protocol.EventConsentGranted}
 
+// isSessionEvent reports whether events of type typ come from a session
+// that has started (not from provisioning, not terminal).
+func isSessionEvent(typ string) bool {
+	switch typ {
+	case protocol.EventCommandExecuted, protocol.EventFileChanged, protocol.EventNetworkConnected, protocol.EventModelCalled,
+		protocol.EventBoundaryCrossed, protocol.EventArtifactCreated, protocol.EventCheckpointCreated:
+		return true
+	}
+	return false
+}
+
 // handleAppendEvents is POST /v1/runs/{id}/events.
 func (p *Plane) handleAppendEvents(w http.ResponseWriter, r *http.Request) error {
 	id := info(r).who
@@ -305,7 +316,16 @@ func (p *Plane) handleAppendEvents(w http.ResponseWriter, r *http.Request) error
 		}
 		events = append(events, se)
 	}
-	run, err := p.store.AppendEvents(r.Context(), id.claim.ID, id.claimHash, events, p.now())
+	now := p.now()
+	if id.claim.State != store.StateRunning && slices.ContainsFunc(req.Events, func(e protocol.ChainedEvent) bool { return isSessionEvent(e.Event.Type()) }) {
+		// The session's own events can overtake the heartbeat that
+		// reports it running; a watcher must not see them under a run
+		// still provisioning.
+		if _, err := p.store.Heartbeat(r.Context(), id.claim.ID, id.claimHash, store.StateRunning, now, now.Add(p.cfg.LeaseTTL)); err != nil {
+			return err
+		}
+	}
+	run, err := p.store.AppendEvents(r.Context(), id.claim.ID, id.claimHash, events, now)
 	if err != nil {
 		return err
 	}

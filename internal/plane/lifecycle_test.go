@@ -313,3 +313,31 @@ func TestRunnerEventRules(t *testing.T) {
 		t.Fatalf("failed run = %+v", got.Failure)
 	}
 }
+
+// TestSessionEventsMarkTheRunRunning: the session's own events can reach
+// the plane before the heartbeat that reports the session started; the
+// run is running once they are stored, never provisioning with them.
+func TestSessionEventsMarkTheRunRunning(t *testing.T) {
+	tp := testutil.StartPlane(t)
+	req, _ := tp.NewPrincipal(client.RoleRequester)
+	run := submit(t, req, basicRequest(t, req))
+	cl := tp.EnrollRunner("default").MustClaim(t)
+	if _, err := cl.Client.Heartbeat(bg, run.ID, client.HeartbeatRequest{Phase: client.PhaseProvisioning}); err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
+	cl.Append(t, protocol.WorkspaceMaterialized{ManifestHash: "x"})
+	if r, _ := req.GetRun(bg, run.ID); r.State != protocol.StateProvisioning {
+		t.Fatalf("after workspace.materialized: state %s, want provisioning", r.State)
+	}
+	cl.Append(t, protocol.NetworkConnected{Host: "example.com", Decision: "blocked"})
+	if r, _ := req.GetRun(bg, run.ID); r.State != protocol.StateRunning {
+		t.Fatalf("after network.connected: state %s, want running", r.State)
+	}
+	// A late heartbeat that still says provisioning does not move it back.
+	if _, err := cl.Client.Heartbeat(bg, run.ID, client.HeartbeatRequest{Phase: client.PhaseProvisioning}); err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
+	if r, _ := req.GetRun(bg, run.ID); r.State != protocol.StateRunning {
+		t.Fatalf("after a late provisioning heartbeat: state %s, want running", r.State)
+	}
+}
