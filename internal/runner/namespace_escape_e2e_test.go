@@ -147,7 +147,7 @@ echo ok > /workspace/inside && echo writable-ok`,
 		},
 	}, {
 		name:   "fork bomb",
-		script: `bomb() { bomb | bomb & }; bomb; while :; do :; done`, // no fork after the bomb: the loop is a builtin
+		script: `bomb() { bomb | bomb & }; (bomb); while :; do :; done`, // the bomb starts in a subshell (a refused fork there must not end the session); the loop is a builtin and forks nothing
 		edit: func(r *client.RunRequest) {
 			ms := int64(3000)
 			r.Execution = &protocol.ExecutionSpec{Kind: protocol.ExecShell, Script: r.Prompt, TimeoutMs: &ms}

@@ -306,7 +306,7 @@ func TestProxyRefusesTheHostLoopback(t *testing.T) {
 
 func TestForkBombIsContained(t *testing.T) {
 	b := newBackend(t, Options{Limits: Limits{Pids: 64, CPUs: 0.5}})
-	c := shell(`bomb() { bomb | bomb & }; bomb; while :; do :; done`) // no fork after the bomb: the loop is a builtin
+	c := shell(`bomb() { bomb | bomb & }; (bomb); while :; do :; done`) // the bomb starts in a subshell (a refused fork there must not end the session); the loop is a builtin and forks nothing
 	c.Execution.TimeoutMs = ptr(int64(2000))
 	r := run(t, b, c, runOpts{})
 	if r.runErr != nil || r.res.End != session.TimedOut {
