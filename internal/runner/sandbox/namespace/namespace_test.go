@@ -5,6 +5,8 @@ package namespace
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -306,7 +308,12 @@ func TestProxyRefusesTheHostLoopback(t *testing.T) {
 
 func TestForkBombIsContained(t *testing.T) {
 	b := newBackend(t, Options{Limits: Limits{Pids: 64, CPUs: 0.5}})
-	c := shell(`bomb() { bomb | bomb & }; (bomb); while :; do :; done`) // the bomb starts in a subshell (a refused fork there must not end the session); the loop is a builtin and forks nothing
+	// The bomb starts in a subshell (a refused fork there must not end the
+	// session); the loop is a builtin and forks nothing. The marker, in
+	// every bomb's command line, tells this test's processes from those
+	// of other tests running the same script at the same time.
+	marker := fmt.Sprintf("bomb%d", rand.Int64())
+	c := shell(marker + `() { ` + marker + ` | ` + marker + ` & }; (` + marker + `); while :; do :; done`)
 	c.Execution.TimeoutMs = ptr(int64(2000))
 	r := run(t, b, c, runOpts{})
 	if r.runErr != nil || r.res.End != session.TimedOut {
@@ -315,7 +322,7 @@ func TestForkBombIsContained(t *testing.T) {
 	if !strings.Contains(r.log, "[warrant: the session reached its limit of 64 processes;") {
 		t.Fatalf("the pids limit was not what stopped the bomb:\n%s", r.log)
 	}
-	if left := nstest.ProcessesWith("bomb"); len(left) > 0 {
+	if left := nstest.ProcessesWith(marker); len(left) > 0 {
 		t.Fatalf("processes left behind: %v", left)
 	}
 }
