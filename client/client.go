@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"warrant.dev/warrant/protocol"
@@ -31,7 +32,8 @@ const MaxResponseBytes = 256 << 20
 // concurrent use. Methods take a context; long polls and streams end when
 // it is cancelled.
 type Client struct {
-	base      *url.URL
+	planes    []*url.URL    // one plane, or the replicas of one deployment
+	current   *atomic.Int32 // index into planes of the one in use (shared by WithToken copies)
 	token     string
 	http      *http.Client
 	userAgent string
@@ -61,13 +63,24 @@ var DefaultTransport http.RoundTripper = func() http.RoundTripper {
 }()
 
 // New returns a client for the plane at baseURL (e.g.
-// "http://127.0.0.1:7070").
+// "http://127.0.0.1:7070"), or for the replicas of one deployment (planes
+// sharing one database) given as a comma-separated list of their URLs.
+// With several, the client uses the first until a request to it gets no
+// reply (the connection is refused, or lost before the reply's headers),
+// then moves to the next one in the list (and on around); the request that failed returns its *TransportError as usual,
+// and the caller's retry goes to the next replica. Requests are not
+// re-sent by the client itself, so a retry stays the caller's decision.
 func New(baseURL string, opts ...Option) (*Client, error) {
-	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("plane URL %q: want http://host:port or https://host", baseURL)
+	var planes []*url.URL
+	for raw := range strings.SplitSeq(baseURL, ",") {
+		raw = strings.TrimSpace(raw)
+		u, err := url.Parse(strings.TrimRight(raw, "/"))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("plane URL %q: want http://host:port or https://host (several replicas: separate their URLs with commas)", raw)
+		}
+		planes = append(planes, u)
 	}
-	c := &Client{base: u, http: &http.Client{Transport: DefaultTransport}, userAgent: "warrant-client/" + Version}
+	c := &Client{planes: planes, current: new(atomic.Int32), http: &http.Client{Transport: DefaultTransport}, userAgent: "warrant-client/" + Version}
 	for _, o := range opts {
 		o(c)
 	}
@@ -82,11 +95,29 @@ func (c *Client) WithToken(token string) *Client {
 	return &cp
 }
 
-// BaseURL returns the plane URL.
-func (c *Client) BaseURL() string { return c.base.String() }
+// BaseURL returns the plane URL (with several replicas, the first).
+func (c *Client) BaseURL() string { return c.planes[0].String() }
+
+// PlaneURL returns the URL of the plane the client sends to now.
+func (c *Client) PlaneURL() string { return c.planes[c.current.Load()].String() }
+
+// failedOver moves to the next replica after a request to u got no
+// reply; requests to another replica that failed at the
+// same time move it only once.
+func (c *Client) failedOver(u *url.URL) {
+	if len(c.planes) < 2 {
+		return
+	}
+	for i, p := range c.planes {
+		if p.Scheme == u.Scheme && p.Host == u.Host && strings.HasPrefix(u.Path, p.Path) {
+			c.current.CompareAndSwap(int32(i), int32((i+1)%len(c.planes)))
+			return
+		}
+	}
+}
 
 func (c *Client) url(path string, q url.Values) string {
-	u := *c.base
+	u := *c.planes[c.current.Load()]
 	u.Path = strings.TrimRight(u.Path, "/") + path
 	if len(q) > 0 {
 		u.RawQuery = q.Encode()
@@ -142,6 +173,7 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
+		c.failedOver(req.URL)
 		return nil, &TransportError{Op: req.Method + " " + req.URL.Path, Err: err}
 	}
 	return resp, nil

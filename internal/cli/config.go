@@ -39,7 +39,7 @@ type globalFlags struct {
 func (g *globalFlags) register(root *cobra.Command) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configPath, "config", "", "config file (default $WARRANT_CONFIG or <user config dir>/warrant/config.toml)")
-	pf.StringVar(&g.plane, "plane", "", "plane URL (overrides WARRANT_PLANE and the config file)")
+	pf.StringVar(&g.plane, "plane", "", "plane URL, or the replicas of one deployment as URL,URL,… (overrides WARRANT_PLANE and the config file)")
 	pf.StringVar(&g.token, "token", "", "bearer token (overrides WARRANT_TOKEN and the config file)")
 }
 

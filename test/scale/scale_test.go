@@ -35,17 +35,20 @@ const (
 // (sharing the signing key file and WARRANT_MASTER_KEY), six `warrant
 // runner start` processes, two per replica, and 500 `command` runs
 // submitted round-robin across the replicas, each followed to its end on
-// the event stream of another replica. Once 200 runs have ended, one
+// the event stream of another replica. Each runner is given every
+// replica's URL, its own replica's first. Once 200 runs have ended, one
 // replica is killed with SIGKILL; submissions and streams move to the
-// survivors, and its runners lose their plane.
+// survivors, and so do its runners, which fail over to the next replica
+// in their list and carry on with the runs they hold and new ones.
 //
 // Then: every run is terminal (none stuck); every run was claimed exactly
 // once (one run.claimed in its chain) and ended once; every completed run's
 // bundle verifies offline with the plane key and the runners' keys pinned
-// (keys read from files, not from the planes); and the only runs that did
-// not complete are runs the killed replica's runners held, failed by the
-// survivors with "runner lost" once their lease lapsed, so the surviving
-// replicas and runners finished all the rest of the work.
+// (keys read from files, not from the planes); the killed replica's
+// runners completed runs after it died; and the only runs that did not
+// complete are runs a runner of the killed replica had claimed there but
+// never heard of (the reply died with it), failed by the survivors with
+// "runner lost" once their lease lapsed.
 func TestScaleOut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 3 planes and 6 runners and runs 500 runs")
@@ -96,7 +99,8 @@ func TestScaleOut(t *testing.T) {
 	}
 	ws := testutil.UploadWorkspace(t, devs[1], map[string]string{"README.md": "# scale\n", "main.go": "package main\n"})
 
-	// Six runners, two per replica, each pinned to its replica's URL.
+	// Six runners, two per replica, each given every replica's URL, its
+	// own replica's first.
 	runnerOf := map[string]int{} // runner id → replica
 	trust := protocol.NewTrustStore()
 	trust.Add(protocol.SignerPlane, planeKey)
@@ -108,7 +112,11 @@ func TestScaleOut(t *testing.T) {
 			t.Fatal(err)
 		}
 		runnerDirs[i] = filepath.Join(root, fmt.Sprint("runner", i))
-		runnerProcs[i] = startProc(t, fmt.Sprintf("runner %d (plane %d)", i, i%replicas), bin, append(env, "WARRANT_PLANE="+planes[i%replicas].url), false,
+		urls := make([]string, replicas)
+		for k := range replicas {
+			urls[k] = planes[(i+k)%replicas].url
+		}
+		runnerProcs[i] = startProc(t, fmt.Sprintf("runner %d (plane %d)", i, i%replicas), bin, append(env, "WARRANT_PLANE="+strings.Join(urls, ",")), false,
 			"runner", "start", "--pool", "default", "--enroll-token", et.Token, "--data", runnerDirs[i],
 			"--name", fmt.Sprint("scale-runner-", i), "--concurrency", fmt.Sprint(sessionsPerRunner), "--log-level", "warn")
 	}
@@ -146,6 +154,7 @@ func TestScaleOut(t *testing.T) {
 	results := make([]outcome, totalRuns)
 	var next, ended atomic.Int64
 	killNow := make(chan struct{})
+	var killedAt atomic.Int64
 	var errMu sync.Mutex
 	var firstErr error
 	fail := func(err error) {
@@ -202,6 +211,7 @@ func TestScaleOut(t *testing.T) {
 		case <-ctx.Done():
 			return
 		}
+		killedAt.Store(time.Now().UnixNano())
 		dead.Store(true)
 		planes[victim].kill9()
 		t.Logf("SIGKILLed plane %d after %d runs ended (%.1fs in)", victim, killAfterEnded, time.Since(start).Seconds())
@@ -214,18 +224,14 @@ func TestScaleOut(t *testing.T) {
 		t.Fatal("the replica was never killed")
 	}
 	elapsed := time.Since(start)
-	// The killed replica's runners cannot finish anything: kill them; the
-	// others drain in parallel.
+	// Every runner, the killed replica's too, drains through the
+	// survivors.
 	var swg sync.WaitGroup
-	for i, p := range runnerProcs {
+	for _, p := range runnerProcs {
 		swg.Add(1)
 		go func() {
 			defer swg.Done()
-			if i%replicas == victim {
-				p.kill9()
-			} else {
-				p.stop()
-			}
+			p.stop()
 		}()
 	}
 	swg.Wait()
@@ -266,6 +272,7 @@ func TestScaleOut(t *testing.T) {
 	type check struct {
 		run       client.Run
 		claims    int
+		claimedAt time.Time
 		terminals int
 		lastType  string
 		err       error
@@ -289,6 +296,7 @@ func TestScaleOut(t *testing.T) {
 					switch typ := e.Event.Type(); {
 					case typ == protocol.EventRunClaimed:
 						c.claims++
+						c.claimedAt, _ = protocol.ParseTime(e.TS)
 					case isTerminalEvent(typ):
 						c.terminals++
 					}
@@ -314,7 +322,7 @@ func TestScaleOut(t *testing.T) {
 	cwg.Wait()
 
 	byState := map[string]int{}
-	lost := 0
+	lost, afterKill := 0, 0 // runs of the killed replica's runners: lost; claimed after the kill and completed
 	for _, c := range checks {
 		r := c.run
 		byState[r.State]++
@@ -328,18 +336,25 @@ func TestScaleOut(t *testing.T) {
 		case c.terminals != 1 || !isTerminalEvent(c.lastType):
 			t.Errorf("run %s has %d terminal events, the last event is %s", r.ID, c.terminals, c.lastType)
 		case r.State == protocol.StateCompleted:
+			if runnerOf[r.RunnerID] == victim && c.claimedAt.UnixNano() > killedAt.Load() {
+				afterKill++
+			}
 		case r.State == protocol.StateFailed && r.Failure != nil && strings.Contains(r.Failure.Message, "runner lost") && runnerOf[r.RunnerID] == victim:
 			lost++
 		default:
 			t.Errorf("run %s ended %s (%+v) on runner %s of replica %d", r.ID, r.State, r.Failure, r.RunnerID, runnerOf[r.RunnerID])
 		}
 	}
-	// The killed replica's runners held at most this many runs when it died.
+	// A run is lost only when its claim's reply died with the replica: at
+	// most one claim poll per session of the killed replica's runners.
 	if maxLost := (runnersN / replicas) * sessionsPerRunner; lost > maxLost {
 		t.Errorf("%d runs lost with the replica, more than its runners' %d sessions", lost, maxLost)
 	}
-	t.Logf("%d runs in %.1fs (%.1f runs/s): %v; %d failed with the killed replica's runners; %d ambiguous submissions, %d duplicate runs",
-		len(all), elapsed.Seconds(), float64(len(all))/elapsed.Seconds(), byState, lost, ambiguous, extra)
+	if afterKill == 0 {
+		t.Error("the killed replica's runners completed no run after it died: they did not fail over")
+	}
+	t.Logf("%d runs in %.1fs (%.1f runs/s): %v; the killed replica's runners completed %d runs claimed after the kill, %d of theirs failed runner lost; %d ambiguous submissions, %d duplicate runs",
+		len(all), elapsed.Seconds(), float64(len(all))/elapsed.Seconds(), byState, afterKill, lost, ambiguous, extra)
 }
 
 // follow streams run id's events from a live replica (starting the
