@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -35,6 +36,8 @@ type planeServeFlags struct {
 	rateLimit                                  float64
 	rateBurst                                  int
 	shutdownGrace                              time.Duration
+	tlsCert, tlsKey                            string
+	secureCookies                              bool
 }
 
 func (a *app) planeServeCmd() *cobra.Command {
@@ -55,6 +58,12 @@ on the command line) the state and blobs live in PostgreSQL and several
 replicas may serve one database. Each replica then needs the same signing
 key (--key FILE) and the same master key (WARRANT_MASTER_KEY); a replica
 with other keys refuses to start. DIR keeps only this replica's files.
+
+With --tls-cert and --tls-key the plane serves HTTPS itself (TLS 1.2 or
+later; the files are read at start: restart to rotate them). Clients that
+must trust a private CA take it from SSL_CERT_FILE. Behind a proxy that
+terminates TLS, pass --secure-cookies so the web UI's cookies are marked
+Secure.
 
 SIGINT/SIGTERM drain the plane: long polls and event streams end, requests
 in flight finish (up to --shutdown-grace), then the process exits.`,
@@ -82,6 +91,9 @@ in flight finish (up to --shutdown-grace), then the process exits.`,
 	fl.Float64Var(&f.rateLimit, "rate-limit", plane.DefaultRateLimit, "requests per second per principal")
 	fl.IntVar(&f.rateBurst, "rate-burst", plane.DefaultRateBurst, "request burst per principal")
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 30*time.Second, "how long shutdown waits for requests in flight")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve HTTPS with this PEM certificate chain (with --tls-key)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "the PEM private key of --tls-cert")
+	fl.BoolVar(&f.secureCookies, "secure-cookies", false, "mark the web UI's cookies Secure (set it when a TLS-terminating proxy serves the plane over HTTPS; automatic with --tls-cert)")
 	return cmd
 }
 
@@ -91,6 +103,17 @@ func (a *app) planeServe(f planeServeFlags) error {
 	}
 	if f.storeKind != "sqlite" && !isPostgresStore(f.storeKind) {
 		return usageError("--store %q: want sqlite, postgres (connection from the PG* environment) or a postgres:// URL", f.storeKind)
+	}
+	var tlsConfig *tls.Config
+	switch {
+	case (f.tlsCert == "") != (f.tlsKey == ""):
+		return usageError("--tls-cert and --tls-key go together: give both to serve HTTPS, or neither")
+	case f.tlsCert != "":
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return usageError("--tls-cert %s / --tls-key %s: %v (want a PEM certificate chain and its PEM private key)", f.tlsCert, f.tlsKey, err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
@@ -107,7 +130,7 @@ func (a *app) planeServe(f planeServeFlags) error {
 		Store: data.Store, Blobs: data.Blobs, Key: data.Key, MasterKey: data.MasterKey, Notifier: data.Notifier, Logger: log, Version: planeBuildVersion(),
 		LeaseTTL: f.leaseTTL, HeartbeatInterval: f.heartbeat, ContractTTL: f.contractTTL, ConsentTimeout: f.consentTimeout,
 		MaxClaimWait: f.maxClaimWait, RetentionInterval: f.retention, MaxBodyBytes: f.maxBody, MaxBlobBytes: f.maxBlob,
-		RateLimit: f.rateLimit, RateBurst: f.rateBurst,
+		RateLimit: f.rateLimit, RateBurst: f.rateBurst, SecureCookies: f.secureCookies,
 	})
 	if err != nil {
 		return withExit(ExitFailure, err)
@@ -122,6 +145,10 @@ func (a *app) planeServe(f planeServeFlags) error {
 		return withExit(ExitFailure, fmt.Errorf("listen on %s: %w", f.listen, err))
 	}
 	url := "http://" + ln.Addr().String()
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+		url = "https://" + ln.Addr().String()
+	}
 	fmt.Fprintf(a.stdio.Err, "warrant plane serving on %s\n", url)
 	fmt.Fprintf(a.stdio.Err, "plane key %s%s\n", data.Key.Public().ID(), map[bool]string{true: " (new)", false: ""}[data.KeyCreated])
 	if created {

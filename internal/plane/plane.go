@@ -81,6 +81,11 @@ type Config struct {
 	RateLimit         float64 // per principal, requests per second
 	RateBurst         int
 	SSEKeepAlive      time.Duration
+
+	// SecureCookies marks the web UI's cookies Secure on every request,
+	// for a plane that users reach over HTTPS through a TLS-terminating
+	// proxy (over the plane's own TLS they are Secure anyway).
+	SecureCookies bool
 }
 
 func (c *Config) fill() error {

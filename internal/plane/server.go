@@ -70,7 +70,7 @@ func (p *Plane) Handler() http.Handler {
 	rt("GET /v1/retention", authAdminAuditor, p.handleRetention)
 
 	// The web UI: a client of the routes above, called in memory.
-	if u, err := ui.New(ui.Config{API: mux, PlaneKey: p.PublicKey(), SessionKey: p.uiSessionKey(), Logger: p.log.With("component", "ui")}); err != nil {
+	if u, err := ui.New(ui.Config{API: mux, PlaneKey: p.PublicKey(), SessionKey: p.uiSessionKey(), SecureCookies: p.cfg.SecureCookies, Logger: p.log.With("component", "ui")}); err != nil {
 		p.log.Error("the web UI is not served", "err", err)
 	} else {
 		rt(ui.Prefix, authPublic, func(w http.ResponseWriter, r *http.Request) error { u.ServeHTTP(w, r); return nil })

@@ -15,7 +15,8 @@ import (
 )
 
 // Cookies. Both are HttpOnly, SameSite=Strict, limited to /ui/, and
-// Secure when the request came over TLS.
+// Secure when the request came over TLS or Config.SecureCookies says the
+// users reach the plane over HTTPS.
 const (
 	sessionCookie = "warrant_session" // the principal's bearer token
 	signinCookie  = "warrant_signin"  // a nonce binding the sign-in form's CSRF token
@@ -57,7 +58,7 @@ func (s *session) may(roles ...string) bool {
 func (u *UI) setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{
 		Name: name, Value: value, Path: Prefix, MaxAge: maxAge,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || u.secure,
 	})
 }
 

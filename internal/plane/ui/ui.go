@@ -61,6 +61,9 @@ type Config struct {
 	// SessionKey keys the UI's CSRF tokens: at least 32 secret bytes, the
 	// same on every replica (the plane derives it from its master key).
 	SessionKey []byte
+	// SecureCookies marks the cookies Secure on every request, not only
+	// on those that came over TLS (set it behind a TLS-terminating proxy).
+	SecureCookies bool
 	// Logger receives the UI's errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -77,6 +80,7 @@ type UI struct {
 	mux      *http.ServeMux
 	crossOrg *http.CrossOriginProtection
 	blobs    *blobCache
+	secure   bool // cookies always Secure
 }
 
 // ErrConfig is returned by New for an unusable configuration.
@@ -95,6 +99,7 @@ func New(cfg Config) (*UI, error) {
 		apiHTTP:  &http.Client{Transport: handlerTransport{h: cfg.API}},
 		trust:    protocol.NewTrustStore(),
 		key:      cfg.SessionKey,
+		secure:   cfg.SecureCookies,
 		log:      cfg.Logger,
 		crossOrg: http.NewCrossOriginProtection(),
 		blobs:    newBlobCache(64),
