@@ -75,7 +75,7 @@ func toAPIError(err error) *apiError {
 		return errf(client.CodeHashMismatch, "content does not match its hash").because(err)
 	case errors.Is(err, store.ErrTooLarge):
 		return errf(client.CodeTooLarge, "content exceeds the size limit").because(err)
-	case errors.Is(err, store.ErrStorageFull):
+	case store.IsStorageFull(err):
 		// Nothing was written; the same request succeeds once an operator
 		// frees space, so it is worth retrying (not a bug: not internal).
 		return errf(client.CodeUnavailable, "the plane's storage is full; nothing was written, retry later").because(err)
@@ -206,7 +206,7 @@ func (p *Plane) writeError(w *statusWriter, r *http.Request, ri *reqInfo, err er
 		status = http.StatusInternalServerError
 	}
 	level := slog.LevelInfo
-	if status >= 500 && (ae.code != client.CodeUnavailable || errors.Is(ae.cause, store.ErrStorageFull)) {
+	if status >= 500 && (ae.code != client.CodeUnavailable || store.IsStorageFull(ae.cause)) {
 		level = slog.LevelError // an operator must act
 	}
 	attrs := []slog.Attr{slog.String("requestId", ri.id), slog.String("route", ri.route), slog.String("code", ae.code), slog.String("message", ae.msg)}

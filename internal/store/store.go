@@ -39,6 +39,21 @@ var (
 	ErrStorageFull = errors.New("storage full")
 )
 
+// IsStorageFull reports whether err is a write refused because storage is
+// full: ErrStorageFull (the SQLite and file stores mark theirs), or a
+// database error whose SQLSTATE is 53100, disk_full (PostgreSQL's, raised
+// by any statement, so the PostgreSQL store leaves it unmarked).
+func IsStorageFull(err error) bool {
+	if errors.Is(err, ErrStorageFull) {
+		return true
+	}
+	var sqlErr interface{ SQLState() string }
+	return errors.As(err, &sqlErr) && sqlErr.SQLState() == sqlStateDiskFull
+}
+
+// sqlStateDiskFull is the SQLSTATE of PostgreSQL's disk_full condition.
+const sqlStateDiskFull = "53100"
+
 // ChainError says where appended events failed to extend a run's chain.
 // It wraps ErrChainConflict.
 type ChainError struct {
