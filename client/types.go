@@ -154,8 +154,17 @@ type RunRequest struct {
 	Disclosure string                  `json:"disclosure,omitempty"` // default "minimal-context"
 	Execution  *protocol.ExecutionSpec `json:"execution,omitempty"`
 	Isolation  string                  `json:"isolation,omitempty"` // default "process"
-	DryRun     bool                    `json:"dryRun,omitempty"`
+	// DataClasses labels the workspace's data (e.g. "pii"), for the
+	// policy's dataClasses rules; every run also carries the built-in
+	// classes (see BuiltinDataClasses).
+	DataClasses []string `json:"dataClasses,omitempty"`
+	DryRun      bool     `json:"dryRun,omitempty"`
 }
+
+// BuiltinDataClasses are the data classes every run carries: its
+// workspace goes to the pool's runner, and its diff and session log come
+// back across the boundary (the classes of its boundary.crossed events).
+var BuiltinDataClasses = []string{"workspace", "code-diff", "session-log"}
 
 // PolicyDecision is the outcome of policy evaluation.
 type PolicyDecision struct {
@@ -186,6 +195,7 @@ type DisclosureReport struct {
 	Disclosure      string                  `json:"disclosure"`
 	Execution       *protocol.ExecutionSpec `json:"execution,omitempty"`
 	Isolation       string                  `json:"isolation"`
+	DataClasses     []string                `json:"dataClasses"` // the built-in ones, then the request's
 	PolicyDecision  PolicyDecision          `json:"policyDecision"`
 }
 

@@ -321,9 +321,12 @@ func TestDryRunStoresNothing(t *testing.T) {
 		len(rep.Network.AllowHosts) != 1 || rep.PolicyDecision.Decision != "allow" {
 		t.Fatalf("dry run report: %+v", rep)
 	}
-	human := s.warrant(repo, s.plane.AdminToken, "run", "--dry-run", "--agent", "codex", "refactor")
+	if strings.Join(rep.DataClasses, ",") != "workspace,code-diff,session-log" {
+		t.Fatalf("dry run data classes: %q", rep.DataClasses)
+	}
+	human := s.warrant(repo, s.plane.AdminToken, "run", "--dry-run", "--agent", "codex", "--data-class", "pii", "refactor")
 	expectCode(t, human, 0, "dry run (human)")
-	if !strings.Contains(human.stdout, "DRY RUN") || !strings.Contains(human.stdout, "id_rsa") {
+	if !strings.Contains(human.stdout, "DRY RUN") || !strings.Contains(human.stdout, "id_rsa") || !strings.Contains(human.stdout, "workspace, code-diff, session-log, pii") {
 		t.Fatalf("dry run output:\n%s", human.stdout)
 	}
 	list, err := s.plane.Admin.ListRuns(context.Background(), client.ListRunsOptions{})

@@ -22,6 +22,7 @@ type runFlags struct {
 	agent          string
 	pool           string
 	allowHosts     []string
+	dataClasses    []string
 	secrets        []string
 	isolation      string
 	timeout        time.Duration
@@ -72,6 +73,7 @@ environment, only the --secret values you name, and egress denied except to
 	fl.StringArrayVar(&f.allowHosts, "allow-host", nil, "allow egress to this host (repeatable; exact names, *.example.com for subdomains)")
 	fl.StringArrayVar(&f.secrets, "secret", nil, "release this stored secret to the session by name (repeatable)")
 	fl.StringVar(&f.isolation, "isolation", protocol.IsolationProcess, "session isolation tier: process or namespace")
+	fl.StringArrayVar(&f.dataClasses, "data-class", nil, "label the workspace's data with this class, e.g. pii, for the policy's dataClasses rules (repeatable)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "wall-clock budget of the session (default: the policy's ceiling)")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "show what the run would disclose and the policy decision; send and store nothing")
 	fl.BoolVar(&f.detach, "detach", false, "submit, print the run id and return")
@@ -114,15 +116,16 @@ func (a *app) runRun(f runFlags, task string) error {
 	a.reportCapture(captured)
 
 	req := client.RunRequest{
-		Agent:      protocol.AgentSpec{Kind: f.agent},
-		Prompt:     task,
-		Pool:       f.pool,
-		Workspace:  captured.Manifest,
-		Secrets:    f.secrets,
-		AllowHosts: f.allowHosts,
-		Disclosure: f.disclosure,
-		Isolation:  f.isolation,
-		DryRun:     f.dryRun,
+		Agent:       protocol.AgentSpec{Kind: f.agent},
+		Prompt:      task,
+		Pool:        f.pool,
+		Workspace:   captured.Manifest,
+		Secrets:     f.secrets,
+		AllowHosts:  f.allowHosts,
+		Disclosure:  f.disclosure,
+		Isolation:   f.isolation,
+		DryRun:      f.dryRun,
+		DataClasses: f.dataClasses,
 	}
 	if f.timeout > 0 {
 		minutes := math.Ceil(f.timeout.Minutes()*1000) / 1000
@@ -242,6 +245,7 @@ func (a *app) reportDryRun(r *client.DisclosureReport) error {
 	}
 	kv("egress", hosts)
 	kv("disclosure", r.Disclosure)
+	kv("data", orDash(strings.Join(r.DataClasses, ", ")))
 	decision := r.PolicyDecision.Decision + ": " + r.PolicyDecision.Reason
 	switch r.PolicyDecision.Decision {
 	case "deny":

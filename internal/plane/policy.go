@@ -60,6 +60,11 @@ func validatePolicy(p *protocol.Policy) []string {
 			problems = append(problems, fmt.Sprintf("secrets.releasable[%d]: needs a name and at least one pool", i))
 		}
 	}
+	for i, r := range p.DataClasses {
+		if !validDataClass(r.DataClass) || len(r.AllowPools) == 0 {
+			problems = append(problems, fmt.Sprintf("dataClasses[%d]: needs a dataClass name (a-z, 0-9, '-', '_', '.') and at least one pool in allowPools", i))
+		}
+	}
 	if p.Budget.MaxSpendUSD < 0 || p.Budget.MaxDurationMin < 0 {
 		problems = append(problems, "budget ceilings must not be negative")
 	}
@@ -181,6 +186,13 @@ func evaluate(pol *protocol.Policy, req *client.RunRequest, storedSecrets map[st
 	if !matchName(pol.Runners.AllowPools, req.Pool) {
 		deny = append(deny, fmt.Sprintf("pool %q is not allowed by the policy (runners.allowPools: %s)", req.Pool, strings.Join(pol.Runners.AllowPools, ", ")))
 	}
+	for _, class := range runDataClasses(req) {
+		for _, rule := range pol.DataClasses {
+			if rule.DataClass == class && !matchName(rule.AllowPools, req.Pool) {
+				deny = append(deny, fmt.Sprintf("data class %q may not be seen by pool %q (dataClasses: only %s)", class, req.Pool, strings.Join(rule.AllowPools, ", ")))
+			}
+		}
+	}
 	ev.network = protocol.NetworkPolicy{DefaultDeny: pol.Network.DefaultDeny, AllowHosts: []string{}}
 	for _, h := range req.AllowHosts {
 		if !hostAllowed(pol.Network.AllowHosts, h) {
@@ -249,14 +261,20 @@ func evaluate(pol *protocol.Policy, req *client.RunRequest, storedSecrets map[st
 		}
 		approvers = append(approvers, c.Approvers...)
 	}
+	// Declared data classes go into the reason, so the run's signed
+	// policy.evaluated event records them.
+	declared := ""
+	if len(req.DataClasses) > 0 {
+		declared = "; data classes declared: " + strings.Join(req.DataClasses, ", ")
+	}
 	if len(reqs) > 0 {
-		ev.decision = client.PolicyDecision{Decision: "ask", Reason: "policy requires consent: " + strings.Join(reqs, ", "), ConsentRequirements: reqs}
+		ev.decision = client.PolicyDecision{Decision: "ask", Reason: "policy requires consent: " + strings.Join(reqs, ", ") + declared, ConsentRequirements: reqs}
 		if !anyApprover {
 			ev.approvers = approvers
 		}
 		return ev
 	}
-	ev.decision = client.PolicyDecision{Decision: "allow", Reason: "policy allows this run"}
+	ev.decision = client.PolicyDecision{Decision: "allow", Reason: "policy allows this run" + declared}
 	return ev
 }
 

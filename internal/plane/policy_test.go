@@ -245,3 +245,81 @@ func TestDenialAndConsentTimeout(t *testing.T) {
 		t.Fatalf("timed-out run = %+v", r)
 	}
 }
+
+// TestDataClasses: a dataClasses rule limits which pools may see a class,
+// for the built-in classes every run carries and for those a request
+// declares; the dry run lists the classes; the signed policy.evaluated
+// event records the declared ones; malformed rules and names are refused.
+func TestDataClasses(t *testing.T) {
+	tp := testutil.StartPlane(t)
+	pol := plane.DefaultPolicy()
+	pol.Runners.AllowPools = []string{"default", "secure", "vendor"}
+	pol.DataClasses = []protocol.DataClassRule{
+		{DataClass: "pii", AllowPools: []string{"secure"}},
+		{DataClass: "session-log", AllowPools: []string{"default", "secure"}},
+	}
+	if _, err := tp.Admin.PutPolicy(bg, pol); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := tp.NewPrincipal(client.RoleRequester)
+
+	// Built-in: every run's session log crosses back, so pool "vendor" is
+	// out whatever the request says.
+	r := basicRequest(t, req)
+	r.Pool = "vendor"
+	_, err := req.SubmitRun(bg, r)
+	ae := mustCode(t, err, client.CodePolicyDenied)
+	if len(ae.Reasons) != 1 || !strings.Contains(ae.Reasons[0], `data class "session-log" may not be seen by pool "vendor"`) {
+		t.Fatalf("reasons = %q", ae.Reasons)
+	}
+
+	// Declared: pii only in "secure".
+	r = basicRequest(t, req)
+	r.DataClasses = []string{"pii", "pii"}
+	_, err = req.SubmitRun(bg, r)
+	ae = mustCode(t, err, client.CodePolicyDenied)
+	if len(ae.Reasons) != 1 || !strings.Contains(ae.Reasons[0], `data class "pii" may not be seen by pool "default" (dataClasses: only secure)`) {
+		t.Fatalf("reasons = %q", ae.Reasons)
+	}
+	r.Pool = "secure"
+	r.DryRun = true
+	resp, err := req.SubmitRun(bg, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(resp.DryRun.DataClasses, ","); got != "workspace,code-diff,session-log,pii" || resp.DryRun.PolicyDecision.Decision != "allow" {
+		t.Fatalf("dry run: classes %s, decision %+v", got, resp.DryRun.PolicyDecision)
+	}
+	r.DryRun = false
+	resp, err = req.SubmitRun(bg, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := req.Events(bg, resp.Run.ID, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := false
+	for _, e := range evs.Events {
+		if p, _ := e.Event.Payload(); p != nil {
+			if pe, ok := p.(protocol.PolicyEvaluated); ok && strings.HasSuffix(pe.Reason, "data classes declared: pii") {
+				recorded = true
+			}
+		}
+	}
+	if !recorded {
+		t.Errorf("no policy.evaluated event records the declared class: %v", evs.Events)
+	}
+
+	// Bad names and rules.
+	r = basicRequest(t, req)
+	r.DataClasses = []string{"PII data"}
+	_, err = req.SubmitRun(bg, r)
+	mustCode(t, err, client.CodeBadRequest)
+	bad := plane.DefaultPolicy()
+	bad.DataClasses = []protocol.DataClassRule{{DataClass: "pii"}}
+	_, err = tp.Admin.PutPolicy(bg, bad)
+	if err == nil || !strings.Contains(err.Error(), "dataClasses[0]") {
+		t.Fatalf("a rule with no pool: %v", err)
+	}
+}

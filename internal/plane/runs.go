@@ -121,7 +121,42 @@ func validateRequest(req *client.RunRequest) error {
 	if req.Isolation != "" && !slices.Contains(knownTiers, req.Isolation) {
 		return bad("isolation %q is not one of %s", req.Isolation, strings.Join(knownTiers, ", "))
 	}
+	var classes []string
+	for _, c := range req.DataClasses {
+		if !validDataClass(c) {
+			return bad("dataClasses: %q is not a data class name (1 to 64 of a-z, 0-9, '-', '_', '.')", c)
+		}
+		if !slices.Contains(classes, c) {
+			classes = append(classes, c)
+		}
+	}
+	req.DataClasses = classes
 	return nil
+}
+
+// validDataClass reports whether c is a well-formed data class name.
+func validDataClass(c string) bool {
+	if c == "" || len(c) > 64 {
+		return false
+	}
+	for _, r := range c {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// runDataClasses are the data classes a run carries: the built-in ones,
+// then those its request declares.
+func runDataClasses(req *client.RunRequest) []string {
+	out := slices.Clone(client.BuiltinDataClasses)
+	for _, c := range req.DataClasses {
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // effectiveIsolation is the tier a run needs.
@@ -281,7 +316,7 @@ func (p *Plane) disclosure(req *client.RunRequest, ws *workspaceInfo, ev evaluat
 		DryRun: true, Agent: req.Agent, Pool: req.Pool, BaseRef: req.Workspace.BaseRef,
 		Files: ws.files, TotalBytes: ws.bytes, SnapshotMissing: ws.snapshotMissing, UntrackedPaths: untracked, DeniedPaths: denied,
 		Secrets: secrets, Network: network, Budget: ev.budget, Disclosure: req.Disclosure,
-		Execution: exec, Isolation: effectiveIsolation(req), PolicyDecision: ev.decision,
+		Execution: exec, Isolation: effectiveIsolation(req), DataClasses: runDataClasses(req), PolicyDecision: ev.decision,
 	}
 }
 
