@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -52,16 +53,17 @@ type CaptureOptions struct {
 // names, the dirty diff, and the file contents, enumerable as Blobs.
 type Captured struct {
 	Manifest  protocol.Manifest
-	Snapshot  []byte // the warrant.snapshot.v1 blob; Manifest.BundleHash is its hash
+	Snapshot  []byte // the warrant.snapshot.v1 blob; Manifest.BundleHash is its hash (read-only: Upload reads hashes from it)
 	DirtyDiff []byte // binary git diff of uncommitted changes; nil when there are none
 	Root      string // absolute path of the captured tree
 	Skipped   []SkippedFile
 	Stats     CaptureStats
 
 	files     []candidate // present files, sorted by path
-	snapText  string      // Snapshot as a string: file hashes are substrings of it
+	snapText  string      // Snapshot viewed as a string (same bytes): file hashes are substrings of it
 	uniq      []int32     // index into files of the first file of each distinct content
 	blobBytes int64
+	fileBytes int64 // size of the files in uniq
 }
 
 // SkippedFile is a path Capture left out for a reason other than a deny
@@ -234,6 +236,7 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 		saveListing       func() error
 		otherOut          []byte
 		listErr, otherErr error
+		cands             []candidate
 		cache             = &cacheReader{oidLen: repo.oidLen}
 	)
 	cachePath := hashCachePath(repo.gitDir)
@@ -241,6 +244,10 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 	go func() {
 		defer wg.Done()
 		listing, saveListing, listErr = listIndex(ctx, repo, !cp.opts.NoHashCache)
+		if listErr == nil {
+			// Meanwhile the hash cache is being read.
+			cands, listErr = cp.classifyTracked(listing.ls, repo.oidLen)
+		}
 	}()
 	go func() {
 		defer wg.Done()
@@ -269,17 +276,14 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 		return nil, err
 	}
 	stagedOut := listing.staged
-	tLists := time.Since(cp.start)
+	tLists := time.Since(cp.start) // repository, classified listing, hash cache
 
-	cands, err := cp.classifyTracked(listing.ls, repo.oidLen)
-	if err != nil {
-		return nil, err
-	}
 	if otherOut != nil {
 		cands = cp.addUntracked(cands, otherOut)
 	}
 	cacheRecords := cp.joinCache(cands, cache)
 	cands = cp.filterTracked(cands, cache.denyFP == cp.denyFP)
+	scratch := cache.release() // the snapshot is encoded into it
 	tJoin := time.Since(cp.start)
 	if err := scanAll(cands, repo.top, repo.oidLen, cp.workers, &cp.retain, ctx.Err); err != nil {
 		return nil, err
@@ -312,11 +316,19 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 		go func() {
 			defer saveWG.Done()
 			limit := cp.start.Add(-racyWindow).UnixNano()
-			if err := saveHashCache(cachePath, encodeHashCache(c.files, repo.oidLen, limit, cp.denyFP)); err != nil {
+			err := saveAtomic(cachePath, func(w io.Writer) error {
+				return writeHashCache(w, c.files, repo.oidLen, limit, cp.denyFP)
+			})
+			if err != nil {
 				cp.log.Warn("could not save the hash cache", "path", cachePath, "err", err)
 			}
 		}()
 	}
+	saveWG.Add(1)
+	go func() {
+		defer saveWG.Done()
+		c.dedupeFiles()
+	}()
 	if saveListing != nil {
 		saveWG.Add(1)
 		go func() {
@@ -326,7 +338,7 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 			}
 		}()
 	}
-	cp.finishSnapshot(c)
+	cp.finishSnapshot(c, scratch)
 	tSnap := time.Since(cp.start)
 	<-diffDone
 	tDiff := time.Since(cp.start)
@@ -338,58 +350,142 @@ func (cp *capture) captureRepo(ctx context.Context, repo *repoInfo) (*Captured, 
 		c.DirtyDiff = diff
 		c.Manifest.DirtyDiffHash = protocol.HashBytes(diff)
 	}
-	c.dedupeBlobs()
-	cp.log.Debug("capture phases", "lists", tLists, "classify", tJoin-tLists, "scan", tScan-tJoin,
+	c.dropSpecialBlobs()
+	cp.log.Debug("capture phases", "lists", tLists, "join", tJoin-tLists, "scan", tScan-tJoin,
 		"snapshot", tSnap-tScan, "diffwait", tDiff-tSnap, "rest", time.Since(cp.start)-tDiff)
 	return c, nil
 }
 
 // classifyTracked parses `git ls-files --stage -z` into candidates,
-// dropping submodules. filterTracked applies the deny patterns later.
+// dropping submodules. filterTracked applies the deny patterns later. A
+// large listing is parsed in parts, in parallel, each into its own range
+// of the result.
 func (cp *capture) classifyTracked(out []byte, oidLen int) ([]candidate, error) {
 	// Paths are substrings of the output, which is never modified: view
 	// it as a string instead of copying it.
 	all := unsafe.String(unsafe.SliceData(out), len(out))
-	n := strings.Count(all, "\x00")
-	cands := make([]candidate, 0, n)
-	last := ""
+	if len(all) > 0 && all[len(all)-1] != 0 {
+		return nil, errors.New("git ls-files: truncated output")
+	}
+	// Split after NULs, so every part is whole records.
+	parts := []string{all}
+	if len(all) >= classifySplitBytes && cp.workers > 1 {
+		parts = parts[:0]
+		for k := cp.workers; k > 1 && len(all) > 0; k-- {
+			cut := len(all) - len(all)/k
+			cut += strings.IndexByte(all[cut-1:], 0) // all ends with a NUL
+			parts = append(parts, all[:cut])
+			all = all[cut:]
+		}
+		if len(all) > 0 {
+			parts = append(parts, all)
+		}
+	}
+	type part struct {
+		cands       []candidate
+		skipped     []SkippedFile
+		first, last string
+		err         error
+	}
+	res := make([]part, len(parts))
+	counts := make([]int, len(parts))
+	total := 0
+	for k, p := range parts {
+		counts[k] = strings.Count(p, "\x00")
+		total += counts[k]
+	}
+	cands := make([]candidate, total)
+	var wg sync.WaitGroup
+	off := 0
+	for k, p := range parts {
+		r := &res[k]
+		dst := cands[off : off : off+counts[k]]
+		off += counts[k]
+		wg.Go(func() {
+			r.cands, r.skipped, r.first, r.last, r.err = parseStage(p, dst, oidLen)
+		})
+	}
+	wg.Wait()
+	// Join the parts in order. A path's stages are consecutive records, so
+	// one path can end a part and begin the next: that first record of the
+	// next part is another stage, and is dropped, as within a part.
+	n, last := 0, ""
+	for k := range res {
+		r := &res[k]
+		if r.err != nil {
+			return nil, r.err
+		}
+		if r.first == "" {
+			continue // no records
+		}
+		switch {
+		case last == "":
+		case r.first < last:
+			return nil, fmt.Errorf("git ls-files: %q listed after %q", r.first, last)
+		case r.first == last && len(r.cands) > 0 && r.cands[0].path == last:
+			r.cands = r.cands[1:]
+		case r.first == last:
+			r.skipped = r.skipped[1:]
+		}
+		last = r.last
+		if len(r.cands) > 0 && &r.cands[0] != &cands[n] {
+			copy(cands[n:], r.cands)
+		}
+		n += len(r.cands)
+		cp.skipped = append(cp.skipped, r.skipped...)
+	}
+	return cands[:n:n], nil
+}
+
+// classifySplitBytes is the listing size from which classifyTracked
+// parses in parallel.
+var classifySplitBytes = 1 << 20
+
+// parseStage parses whole records of `git ls-files --stage -z` into dst
+// (which has room for one candidate per record), keeping the first record
+// of each path. It returns the first and last paths it saw.
+func parseStage(all string, dst []candidate, oidLen int) (cands []candidate, skipped []SkippedFile, first, last string, err error) {
+	cands = dst
 	hexLen := 2 * oidLen
 	for len(all) > 0 {
 		rec, rest, ok := strings.Cut(all, "\x00")
 		if !ok {
-			return nil, errors.New("git ls-files: truncated output")
+			return nil, nil, "", "", errors.New("git ls-files: truncated output")
 		}
 		all = rest
 		// "<mode> <oid> <stage>\t<path>"
 		tab := strings.IndexByte(rec, '\t')
 		if tab != 6+1+hexLen+2 || rec[6] != ' ' || rec[7+hexLen] != ' ' {
-			return nil, fmt.Errorf("git ls-files: malformed record %q", rec)
+			return nil, nil, "", "", fmt.Errorf("git ls-files: malformed record %q", rec)
 		}
 		mode, oid, stage, p := rec[:6], rec[7:7+hexLen], rec[8+hexLen], rec[tab+1:]
+		if first == "" {
+			first = p
+		}
 		if p == last {
 			continue // another stage of an unmerged path
 		}
 		if last != "" && p < last {
-			return nil, fmt.Errorf("git ls-files: %q listed after %q", p, last)
+			return nil, nil, "", "", fmt.Errorf("git ls-files: %q listed after %q", p, last)
 		}
 		last = p
 		switch mode {
 		case "160000":
-			cp.skipped = append(cp.skipped, SkippedFile{p, "submodule (not captured)"})
+			skipped = append(skipped, SkippedFile{p, "submodule (not captured)"})
 			continue
 		case "040000":
-			cp.skipped = append(cp.skipped, SkippedFile{p, "sparse directory (not captured)"})
+			skipped = append(skipped, SkippedFile{p, "sparse directory (not captured)"})
 			continue
 		}
 		c := candidate{path: p, tracked: true, indexMode: parseMode(mode)}
 		if stage == '0' {
 			if _, err := hex.Decode(c.indexOID[:oidLen], []byte(oid)); err != nil {
-				return nil, fmt.Errorf("git ls-files: malformed object id in %q", rec)
+				return nil, nil, "", "", fmt.Errorf("git ls-files: malformed object id in %q", rec)
 			}
 		} // unmerged: a zero index id marks the path dirty
 		cands = append(cands, c)
 	}
-	return cands, nil
+	return cands, skipped, first, last, nil
 }
 
 // validPath is protocol.ValidatePath without allocating, for the hot loop
@@ -551,12 +647,14 @@ func (cp *capture) assemble(root string, cands []candidate) *Captured {
 	return c
 }
 
-// finishSnapshot encodes the snapshot and fills the manifest's version,
-// format and bundle hash.
-func (cp *capture) finishSnapshot(c *Captured) {
-	snap := encodeSnapshot(c.files)
+// finishSnapshot encodes the snapshot (into scratch if it has room) and
+// fills the manifest's version, format and bundle hash.
+func (cp *capture) finishSnapshot(c *Captured, scratch []byte) {
+	snap := encodeSnapshot(c.files, scratch)
 	c.Snapshot = snap
-	c.snapText = string(snap)
+	// The snapshot is never written to once encoded: view it as a string
+	// rather than copying megabytes.
+	c.snapText = unsafe.String(unsafe.SliceData(snap), len(snap))
 	c.Manifest.Version = protocol.VersionManifest
 	c.Manifest.Format = protocol.SnapshotVersion
 	c.Manifest.BundleHash = protocol.HashBytes(snap)
@@ -564,13 +662,17 @@ func (cp *capture) finishSnapshot(c *Captured) {
 
 // encodeSnapshot renders sorted, validated files in the
 // warrant.snapshot.v1 form (byte-identical to protocol.Snapshot.Encode,
-// without building the intermediate entries).
-func encodeSnapshot(files []candidate) []byte {
+// without building the intermediate entries), into scratch when it has
+// room (scratch must be memory nothing else refers to).
+func encodeSnapshot(files []candidate, scratch []byte) []byte {
 	size := len(protocol.SnapshotVersion) + 1
 	for i := range files {
-		size += 6 + 1 + 64 + 1 + 20 + 1 + len(files[i].path) + 1
+		size += 6 + 1 + 64 + 1 + decimalLen(files[i].size()) + 1 + len(files[i].path) + 1
 	}
-	b := make([]byte, 0, size)
+	b := scratch[:0]
+	if cap(b) < size {
+		b = make([]byte, 0, size)
+	}
 	b = append(b, protocol.SnapshotVersion...)
 	b = append(b, '\n')
 	var hexbuf [64]byte
@@ -590,52 +692,67 @@ func encodeSnapshot(files []candidate) []byte {
 	return b
 }
 
+// decimalLen is the length of n >= 0 in decimal.
+func decimalLen(n int64) int {
+	l := 1
+	for ; n >= 10; n /= 10 {
+		l++
+	}
+	return l
+}
+
 // dedupeBlobs lists the first file of each distinct content, leaving out
-// contents equal to the snapshot or dirty diff blobs. It keys a map on the
-// first 8 bytes of each sha256 and compares the full digest on a match.
+// contents equal to the snapshot or dirty diff blobs.
 func (c *Captured) dedupeBlobs() {
+	c.dedupeFiles()
+	c.dropSpecialBlobs()
+}
+
+// dedupeFiles lists the first file of each distinct content in c.uniq
+// (it needs only the files' digests, so it can run while the snapshot is
+// encoded). It keys a map on the first 8 bytes of each sha256 and
+// compares the full digest on a match.
+func (c *Captured) dedupeFiles() {
 	first := make(map[uint64]int32, len(c.files))
 	var extra map[[32]byte]struct{} // distinct digests sharing an 8-byte prefix
-	seen := func(sum *[32]byte) bool {
-		k := binary.LittleEndian.Uint64(sum[:8])
-		j, ok := first[k]
-		switch {
-		case !ok:
-			return false
-		case j >= 0 && c.files[j].sum == *sum:
-			return true
-		}
-		_, ok = extra[*sum]
-		return ok
-	}
-	add := func(sum *[32]byte, i int32) {
-		k := binary.LittleEndian.Uint64(sum[:8])
-		if _, ok := first[k]; !ok {
-			first[k] = i
-			return
-		}
-		if extra == nil {
-			extra = make(map[[32]byte]struct{})
-		}
-		extra[*sum] = struct{}{}
-	}
-	for _, h := range []string{c.Manifest.BundleHash, c.Manifest.DirtyDiffHash} {
-		var k [32]byte
-		if _, err := hex.Decode(k[:], []byte(h)); err == nil && h != "" {
-			add(&k, -1)
-		}
-	}
 	c.uniq = make([]int32, 0, len(c.files))
-	c.blobBytes = int64(len(c.Snapshot) + len(c.DirtyDiff))
+	c.fileBytes = 0
 	for i := range c.files {
 		f := &c.files[i]
-		if seen(&f.sum) {
+		k := binary.LittleEndian.Uint64(f.sum[:8])
+		if j, ok := first[k]; !ok {
+			first[k] = int32(i)
+		} else if c.files[j].sum == f.sum {
+			continue
+		} else {
+			if extra == nil {
+				extra = make(map[[32]byte]struct{})
+			}
+			if _, dup := extra[f.sum]; dup {
+				continue
+			}
+			extra[f.sum] = struct{}{}
+		}
+		c.uniq = append(c.uniq, int32(i))
+		c.fileBytes += f.size()
+	}
+}
+
+// dropSpecialBlobs removes from c.uniq the file (at most one, after
+// dedupeFiles) whose content equals the snapshot or the dirty diff, which
+// are blobs of their own, and totals the blob bytes.
+func (c *Captured) dropSpecialBlobs() {
+	for _, h := range []string{c.Manifest.BundleHash, c.Manifest.DirtyDiffHash} {
+		var k [32]byte
+		if _, err := hex.Decode(k[:], []byte(h)); err != nil || h == "" {
 			continue
 		}
-		add(&f.sum, int32(i))
-		c.uniq = append(c.uniq, int32(i))
-		c.blobBytes += f.size()
+		if i := slices.IndexFunc(c.uniq, func(i int32) bool { return c.files[i].sum == k }); i >= 0 {
+			c.fileBytes -= c.files[c.uniq[i]].size()
+			c.uniq = slices.Delete(c.uniq, i, i+1)
+		}
 	}
+	c.blobBytes = int64(len(c.Snapshot)+len(c.DirtyDiff)) + c.fileBytes
 }
 
 // dirtySet is what the dirty diff covers: the captured tracked paths
@@ -795,7 +912,7 @@ func (cp *capture) captureDir(ctx context.Context, dir string) (*Captured, error
 	}
 	c := cp.assemble(dir, cands)
 	c.Manifest.BaseRef = ""
-	cp.finishSnapshot(c)
+	cp.finishSnapshot(c, nil)
 	c.dedupeBlobs()
 	return c, nil
 }

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
+	"unsafe"
 )
 
 // statKey is what a file's lstat says about it. Two equal keys mean the
@@ -46,6 +48,7 @@ const cacheFixed = 8 + 8 + 8 + 8 + 4 + 32 // bytes after the path, before the oi
 // materializing them: a warm capture of 100k files merges them straight
 // into its candidates.
 type cacheReader struct {
+	buf    []byte // the file's bytes, which all views
 	all    string // the records, as one string: paths are substrings
 	off    int
 	oidLen int
@@ -74,6 +77,8 @@ func readHashCache(path string, oidLen int) (*cacheReader, error) {
 	return r, nil
 }
 
+// parseHashCache checks data and returns a reader of its records, which
+// keeps referring to data: the caller must not modify it afterwards.
 func parseHashCache(data []byte, oidLen int) (*cacheReader, error) {
 	if len(data) < 4 {
 		return nil, errors.New("truncated")
@@ -87,7 +92,21 @@ func parseHashCache(data []byte, oidLen int) (*cacheReader, error) {
 	if !ok || !bytes.HasPrefix(line, []byte(prefix)) {
 		return nil, errors.New("unknown header")
 	}
-	return &cacheReader{all: string(rest), oidLen: oidLen, denyFP: string(line[len(prefix):])}, nil
+	// data is this reader's own (read from the file, never written to
+	// again): view it as a string rather than copying megabytes.
+	all := unsafe.String(unsafe.SliceData(rest), len(rest))
+	return &cacheReader{buf: data, all: all, oidLen: oidLen, denyFP: string(line[len(prefix):])}, nil
+}
+
+// release ends the reader (next reports no more records) and hands its
+// buffer over for reuse as scratch memory (empty, nil if there is none):
+// once the records are merged into the candidates, which copy what they
+// keep, nothing refers to those bytes, and reusing them spares a large
+// capture megabytes of fresh memory.
+func (r *cacheReader) release() []byte {
+	b := r.buf[:0:len(r.buf)]
+	r.buf, r.all, r.off, r.path = nil, "", 0, ""
+	return b
 }
 
 var errCacheRecord = errors.New("malformed hash cache record")
@@ -143,16 +162,36 @@ func appendCacheRecord(b []byte, c *candidate, oidLen int) []byte {
 	return append(b, c.oid[:oidLen]...)
 }
 
-// encodeHashCache renders the cacheable files (sorted by path).
-func encodeHashCache(files []candidate, oidLen int, limit int64, denyFP string) []byte {
-	b := make([]byte, 0, 64+len(files)*(2+48+cacheFixed+oidLen))
-	b = fmt.Appendf(b, "%s %d %s\n", hashCacheHeader, oidLen, denyFP)
-	for i := range files {
-		if f := &files[i]; cacheable(f, limit) {
-			b = appendCacheRecord(b, f, oidLen)
-		}
+// writeHashCache writes the cache file for the cacheable files (sorted by
+// path) to w, in pieces: a capture of a large tree never holds the whole
+// encoding in memory.
+func writeHashCache(w io.Writer, files []candidate, oidLen int, limit int64, denyFP string) error {
+	var crc uint32
+	buf := make([]byte, 0, 64<<10)
+	flush := func() error {
+		crc = crc32.Update(crc, crcTable, buf)
+		_, err := w.Write(buf)
+		buf = buf[:0]
+		return err
 	}
-	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
+	buf = fmt.Appendf(buf, "%s %d %s\n", hashCacheHeader, oidLen, denyFP)
+	for i := range files {
+		f := &files[i]
+		if !cacheable(f, limit) {
+			continue
+		}
+		if len(buf)+2+len(f.path)+cacheFixed+oidLen > cap(buf) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		buf = appendCacheRecord(buf, f, oidLen)
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	_, err := w.Write(binary.BigEndian.AppendUint32(buf, crc))
+	return err
 }
 
 // cacheable reports whether a file's digests may be remembered: its
@@ -165,6 +204,15 @@ func cacheable(f *candidate, limit int64) bool {
 
 // saveHashCache writes the cache atomically (temporary file, rename).
 func saveHashCache(path string, data []byte) error {
+	return saveAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// saveAtomic writes a file in the cache directory with write, atomically
+// (temporary file, rename).
+func saveAtomic(path string, write func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
@@ -173,7 +221,7 @@ func saveHashCache(path string, data []byte) error {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
+	if err := write(tmp); err != nil {
 		tmp.Close()
 		return err
 	}
