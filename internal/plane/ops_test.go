@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -258,9 +259,23 @@ func TestGracefulShutdown(t *testing.T) {
 	if _, err := pw.Write(payload[:len(payload)/2]); err != nil {
 		t.Fatal(err)
 	}
-	// Wait until the long poll and the stream are waiting in the plane.
-	for notifier.Subscribers("pool:default") == 0 || notifier.Subscribers("run:"+run.Run.ID) == 0 {
-		time.Sleep(5 * time.Millisecond)
+	// Wait until the long poll and the stream are waiting in the plane,
+	// and the upload is in its handler: the blob store's temporary file
+	// has bytes (the half written may still sit in socket buffers, with
+	// the connection not yet accepted, which shutdown would just refuse).
+	uploading := func() bool {
+		tmps, _ := os.ReadDir(filepath.Join(dir, "blobs", "tmp"))
+		for _, e := range tmps {
+			if fi, err := e.Info(); err == nil && fi.Size() > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(30 * time.Second); notifier.Subscribers("pool:default") == 0 || notifier.Subscribers("run:"+run.Run.ID) == 0 || !uploading(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the long poll, the stream and the upload did not all reach the plane in 30 s")
+		}
 	}
 	shut := make(chan error, 1)
 	go func() {
