@@ -417,6 +417,7 @@ func (p *Plane) handleComplete(w http.ResponseWriter, r *http.Request) error {
 		class = failure.Class
 	}
 	p.metrics.ended(done.State, class)
+	p.contracts.forget(run.ID)
 	p.log.Info("run completed", "runId", run.ID, "status", rc.Status, "events", rc.EventCount, "requestId", info(r).id)
 	p.notify.Publish(runTopic(run.ID))
 	writeJSON(w, http.StatusOK, client.CompleteResponse{Receipt: rc})

@@ -2,15 +2,17 @@ package plane
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"warrant.dev/warrant/internal/store"
 	"warrant.dev/warrant/protocol"
 )
 
-// contractCacheSize bounds the decoded contracts kept in memory (a few KB
-// each): more than the runs in flight on any plane.
-const contractCacheSize = 4096
+// contractCacheSize bounds the decoded contracts kept in memory (8 to
+// 10 KB each, with the tree kept for re-encoding): more than the runs in
+// flight on any plane. A run's entry is dropped when it completes.
+const contractCacheSize = 1024
 
 // contractCache keeps decoded contracts by run id. A contract never
 // changes once it is issued, and an entry is used only for the run's
@@ -63,4 +65,18 @@ func (p *Plane) runContract(run *store.Run) (*protocol.Contract, error) {
 	}
 	c.m[run.ID] = cachedContract{hash: run.ContractHash, contract: contract}
 	return contract, nil
+}
+
+// forget drops a run's contract: the run has ended, and its runner, the
+// only frequent reader, is done with it.
+func (c *contractCache) forget(runID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[runID]; !ok {
+		return
+	}
+	delete(c.m, runID)
+	if i := slices.Index(c.order, runID); i >= 0 {
+		c.order = slices.Delete(c.order, i, i+1)
+	}
 }
