@@ -131,7 +131,9 @@ func TestLoad(t *testing.T) {
 // plane's goroutines and RSS and the runners' goroutines and heap must
 // stay flat: the last third of the samples may not exceed the first
 // third's highest by more than a margin (goroutines +25, RSS and heap
-// +50%). Every run must complete.
+// +50%), and the last third's lowest — the floor a slow leak raises —
+// not by more than a narrower one (goroutines +3, RSS +10%, heap +20%).
+// Every run must complete.
 func TestSoak(t *testing.T) {
 	if *flagSoak <= 0 {
 		t.Skip("on demand: -reliability.soak=30m")
@@ -152,13 +154,14 @@ func TestSoak(t *testing.T) {
 	type metric struct {
 		name  string
 		get   func(benchSample) float64
-		slack func(float64) float64
+		slack func(float64) float64 // how far a peak may rise
+		floor func(float64) float64 // how far the floor may rise
 	}
 	for _, m := range []metric{
-		{"plane goroutines", func(s benchSample) float64 { return float64(s.PlaneGoroutines) }, func(v float64) float64 { return v + 25 }},
-		{"plane RSS MiB", func(s benchSample) float64 { return s.PlaneRSSMiB }, func(v float64) float64 { return v * 1.5 }},
-		{"runner (bench process) goroutines", func(s benchSample) float64 { return float64(s.BenchGoroutines) }, func(v float64) float64 { return v + 25 }},
-		{"runner (bench process) heap MiB", func(s benchSample) float64 { return s.BenchHeapMiB }, func(v float64) float64 { return v * 1.5 }},
+		{"plane goroutines", func(s benchSample) float64 { return float64(s.PlaneGoroutines) }, func(v float64) float64 { return v + 25 }, func(v float64) float64 { return v + 3 }},
+		{"plane RSS MiB", func(s benchSample) float64 { return s.PlaneRSSMiB }, func(v float64) float64 { return v * 1.5 }, func(v float64) float64 { return v * 1.1 }},
+		{"runner (bench process) goroutines", func(s benchSample) float64 { return float64(s.BenchGoroutines) }, func(v float64) float64 { return v + 25 }, func(v float64) float64 { return v + 3 }},
+		{"runner (bench process) heap MiB", func(s benchSample) float64 { return s.BenchHeapMiB }, func(v float64) float64 { return v * 1.5 }, func(v float64) float64 { return v * 1.2 }},
 	} {
 		hi := func(ss []benchSample) float64 {
 			v := 0.0
@@ -167,10 +170,23 @@ func TestSoak(t *testing.T) {
 			}
 			return v
 		}
-		h1, h3 := hi(first), hi(last)
-		t.Logf("SOAK %-36s first third max %7.1f, last third max %7.1f", m.name, h1, h3)
+		lo := func(ss []benchSample) float64 {
+			v := m.get(ss[0])
+			for _, s := range ss {
+				v = min(v, m.get(s))
+			}
+			return v
+		}
+		h1, h3, l3 := hi(first), hi(last), lo(last)
+		t.Logf("SOAK %-36s first third max %7.1f, last third max %7.1f, min %7.1f", m.name, h1, h3, l3)
 		if h3 > m.slack(h1) {
 			t.Errorf("%s grew: first third max %.1f, last third max %.1f", m.name, h1, h3)
+		}
+		// A slow leak raises the floor: in the last third even the lowest
+		// sample stays above everything the first third saw. (Peaks come
+		// and go with the requests in flight; the floor does not.)
+		if l3 > m.floor(h1) {
+			t.Errorf("%s crept up: every sample of the last third (min %.1f) is above the first third's max %.1f", m.name, l3, h1)
 		}
 	}
 }
