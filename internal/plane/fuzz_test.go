@@ -48,6 +48,11 @@ func newFuzzPlane(f *testing.F) *fuzzPlane {
 		c.MaxBodyBytes, c.MaxBlobBytes = 256<<10, 1<<20
 		// Long polls a fuzzed waitSeconds asks for end almost at once.
 		c.HeartbeatInterval, c.MaxClaimWait = 5*time.Millisecond, 5*time.Millisecond
+		// A claim outlives the fuzzing: with the test planes' 10 s lease
+		// the reaper failed a worker's run mid-campaign, every later input
+		// met a dead claim, and a run.failed appended between an oracle's
+		// two counts looked like a refused request storing an event.
+		c.LeaseTTL = 24 * time.Hour
 	}))
 	resp, err := tp.Admin.CreatePrincipal(context.Background(), client.CreatePrincipalRequest{Name: "fuzz@test", Role: client.RoleRequester})
 	if err != nil {
@@ -260,7 +265,7 @@ func FuzzAppendEvents(f *testing.F) {
 		after := fp.eventCount(t, cur.RunID)
 		if rec.Code != http.StatusOK {
 			if after != before {
-				t.Fatalf("refused append (%d) stored %d events", rec.Code, after-before)
+				t.Fatalf("refused append (%d: %s) stored %d events", rec.Code, rec.Body.String(), after-before)
 			}
 			return
 		}
