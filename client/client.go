@@ -66,8 +66,9 @@ var DefaultTransport http.RoundTripper = func() http.RoundTripper {
 // "http://127.0.0.1:7070"), or for the replicas of one deployment (planes
 // sharing one database) given as a comma-separated list of their URLs.
 // With several, the client uses the first until a request to it gets no
-// reply (the connection is refused, or lost before the reply's headers),
-// then moves to the next one in the list (and on around); the request that failed returns its *TransportError as usual,
+// reply (the connection is refused, or lost before the reply's headers)
+// or a 502, 503 or 504, then moves to the next one in the list (and on
+// around); the request that failed returns its *TransportError as usual,
 // and the caller's retry goes to the next replica. Requests are not
 // re-sent by the client itself, so a retry stays the caller's decision.
 func New(baseURL string, opts ...Option) (*Client, error) {
@@ -102,7 +103,7 @@ func (c *Client) BaseURL() string { return c.planes[0].String() }
 func (c *Client) PlaneURL() string { return c.planes[c.current.Load()].String() }
 
 // failedOver moves to the next replica after a request to u got no
-// reply; requests to another replica that failed at the
+// reply or a 502/503/504; requests to another replica that failed at the
 // same time move it only once.
 func (c *Client) failedOver(u *url.URL) {
 	if len(c.planes) < 2 {
@@ -175,6 +176,12 @@ func (c *Client) send(req *http.Request) (*http.Response, error) {
 		}
 		c.failedOver(req.URL)
 		return nil, &TransportError{Op: req.Method + " " + req.URL.Path, Err: err}
+	}
+	switch resp.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		// The replica, or a proxy in front of it, cannot serve now (its
+		// database unreachable, no healthy upstream): try the next one.
+		c.failedOver(req.URL)
 	}
 	return resp, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -70,5 +72,37 @@ func TestPlaneURLListIsChecked(t *testing.T) {
 	}
 	if _, err := client.New("https://plane.example, http://10.0.0.2:7070"); err != nil {
 		t.Errorf("two replicas: %v", err)
+	}
+}
+
+// TestFailoverOnUnavailable: a replica that answers 502, 503 or 504 (its
+// database unreachable, or a load balancer in front of it with no healthy
+// upstream) returns that error to the caller, and the next request goes
+// to the next replica; any other error status keeps the replica.
+func TestFailoverOnUnavailable(t *testing.T) {
+	ctx := context.Background()
+	tp := testutil.StartPlane(t)
+	for _, status := range []int{http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusNotFound} {
+		// A proxy with nothing healthy behind it.
+		proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "no healthy upstream", status)
+		}))
+		c, err := client.New(proxy.URL+","+tp.URL, client.WithToken(tp.AdminToken))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.WhoAmI(ctx); err == nil {
+			t.Fatalf("%d: the first request succeeded", status)
+		}
+		moves := status != http.StatusNotFound
+		if got := c.PlaneURL() == tp.URL; got != moves {
+			t.Errorf("after a %d the client uses %s (moved: %v, want %v)", status, c.PlaneURL(), got, moves)
+		}
+		if moves {
+			if _, err := c.WhoAmI(ctx); err != nil {
+				t.Errorf("after a %d, the next replica: %v", status, err)
+			}
+		}
+		proxy.Close()
 	}
 }
