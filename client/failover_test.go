@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -13,18 +12,6 @@ import (
 	"warrant.dev/warrant/internal/testutil"
 )
 
-// deadPlaneURL is the URL of a port nothing listens on any more.
-func deadPlaneURL(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr
-}
-
 // TestFailoverToTheNextReplica: a client given several replicas' URLs
 // uses the first; when a request to it gets no reply it returns the
 // transport error (nothing is re-sent behind the caller's back) and the
@@ -33,7 +20,7 @@ func deadPlaneURL(t *testing.T) string {
 func TestFailoverToTheNextReplica(t *testing.T) {
 	ctx := context.Background()
 	tp := testutil.StartPlane(t)
-	dead := deadPlaneURL(t)
+	dead := "http://" + testutil.FreeAddr(t)
 	c, err := client.New(dead+" , "+tp.URL+"/", client.WithToken(tp.AdminToken))
 	if err != nil {
 		t.Fatal(err)

@@ -77,19 +77,7 @@ func (s *stack) startRunner(pool string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		r.Stop()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cancel()
-			<-done
-		}
-		cancel()
-	})
+	testutil.RunRunner(t, r, 10*time.Second)
 }
 
 type result struct {

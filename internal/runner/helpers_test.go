@@ -87,8 +87,6 @@ type testRunner struct {
 	*runner.Runner
 	DataDir string
 	Log     *logBuffer
-	cancel  context.CancelFunc
-	done    chan error
 
 	mu       sync.Mutex
 	claimed  []string
@@ -152,19 +150,7 @@ func newRunner(t *testing.T, tp *testutil.TestPlane, opts ...runnerOption) *test
 }
 
 func (tr *testRunner) start(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	tr.cancel, tr.done = cancel, make(chan error, 1)
-	go func() { tr.done <- tr.Run(ctx) }()
-	t.Cleanup(func() {
-		tr.Stop()
-		select {
-		case <-tr.done:
-		case <-time.After(30 * time.Second):
-			cancel()
-			<-tr.done
-		}
-		cancel()
-	})
+	testutil.RunRunner(t, tr.Runner, 30*time.Second)
 }
 
 func (tr *testRunner) claimedRuns() []string {

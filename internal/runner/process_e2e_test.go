@@ -242,22 +242,10 @@ func forwarder(t *testing.T, addr, target string) (stop func()) {
 	return stop
 }
 
-// freeAddr returns a loopback address where nothing listens.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 func TestRunnerCutOffFromThePlaneStopsItsSession(t *testing.T) {
 	t.Parallel()
 	tp := testutil.StartPlane(t, testutil.WithLeases(3*time.Second, 500*time.Millisecond))
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	u, _ := url.Parse(tp.URL)
 	cut := forwarder(t, addr, u.Host)
 	tr := newRunner(t, tp, func(o *runner.Options) { o.PlaneURL = "http://" + addr })
@@ -304,7 +292,7 @@ func TestRunnerCutOffFromThePlaneStopsItsSession(t *testing.T) {
 func TestEnrollmentRetriesUntilThePlaneIsUp(t *testing.T) {
 	t.Parallel()
 	tp := testutil.StartPlane(t)
-	addr := freeAddr(t) // nothing listens there yet
+	addr := testutil.FreeAddr(t) // nothing listens there yet
 
 	tr := newRunner(t, tp, func(o *runner.Options) {
 		o.PlaneURL = "http://" + addr
@@ -355,7 +343,7 @@ func TestStopEndsAnEnrollmentWaitingForThePlane(t *testing.T) {
 	t.Parallel()
 	tp := testutil.StartPlane(t)
 	tr := newRunner(t, tp, func(o *runner.Options) {
-		o.PlaneURL = "http://" + freeAddr(t)
+		o.PlaneURL = "http://" + testutil.FreeAddr(t)
 		o.EnrollRetry = time.Hour
 	})
 	done := make(chan error, 1)

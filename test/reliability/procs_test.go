@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 
 	"warrant.dev/warrant/client"
 	"warrant.dev/warrant/internal/plane"
+	"warrant.dev/warrant/internal/testutil"
 	"warrant.dev/warrant/protocol"
 )
 
@@ -170,18 +170,6 @@ func (p *proc) tail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-// freeAddr returns a loopback address with a port nothing listens on now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // planeProc is a `warrant plane serve` on a fixed loopback port and data
 // directory, so it can be killed and restarted in place.
 type planeProc struct {
@@ -217,7 +205,7 @@ func startPlane(t testing.TB, name string, cfg planeConfig) *planeProc {
 	if cfg.contractTTL == 0 {
 		cfg.contractTTL = 2 * time.Minute
 	}
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	logDir := suiteDir(t, name+"-log")
 	args := append([]string{"plane", "serve", "--data", cfg.data, "--listen", addr,
 		"--lease-ttl", cfg.leaseTTL.String(), "--heartbeat", cfg.heartbeat.String(), "--contract-ttl", cfg.contractTTL.String(),

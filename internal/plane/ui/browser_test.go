@@ -273,19 +273,7 @@ func startRunner(t *testing.T, tp *testutil.TestPlane, pool, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		r.Stop()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cancel()
-			<-done
-		}
-		cancel()
-	})
+	testutil.RunRunner(t, r, 10*time.Second)
 }
 
 // gated is a shell script that waits for a file before doing work, so a
