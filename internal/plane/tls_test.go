@@ -112,8 +112,15 @@ func TestServeTLS(t *testing.T) {
 	}
 
 	// The web UI's cookies are Secure.
-	browser := &http.Client{Transport: trusting.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := browser.Get(pp.url + "/ui/signin")
+	checkSignInCookies(t, trusting, pp.url, true)
+}
+
+// checkSignInCookies loads the UI's sign-in page, which sets a cookie,
+// and checks every cookie it sets is HttpOnly and Secure exactly when
+// secure says.
+func checkSignInCookies(t *testing.T, c *http.Client, planeURL string, secure bool) {
+	t.Helper()
+	resp, err := c.Get(planeURL + "/ui/signin")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,8 +129,8 @@ func TestServeTLS(t *testing.T) {
 		t.Fatal("the sign-in page set no cookie")
 	}
 	for _, ck := range resp.Cookies() {
-		if !ck.Secure || !ck.HttpOnly {
-			t.Errorf("cookie %s over TLS: Secure %v HttpOnly %v", ck.Name, ck.Secure, ck.HttpOnly)
+		if ck.Secure != secure || !ck.HttpOnly {
+			t.Errorf("%s: cookie %s Secure %v HttpOnly %v, want Secure %v and HttpOnly", planeURL, ck.Name, ck.Secure, ck.HttpOnly, secure)
 		}
 	}
 }
@@ -164,18 +171,6 @@ func TestSecureCookiesBehindAProxy(t *testing.T) {
 			extra = append(extra, "--secure-cookies")
 		}
 		pp := startPlaneProcess(t, bin, t.TempDir(), extra...)
-		resp, err := http.Get(pp.url + "/ui/signin")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if len(resp.Cookies()) == 0 {
-			t.Fatal("the sign-in page set no cookie")
-		}
-		for _, ck := range resp.Cookies() {
-			if ck.Secure != secure {
-				t.Errorf("--secure-cookies %v: cookie %s Secure %v", secure, ck.Name, ck.Secure)
-			}
-		}
+		checkSignInCookies(t, http.DefaultClient, pp.url, secure)
 	}
 }
