@@ -53,6 +53,8 @@ func encodeDetails(d runDetails) ([]byte, error) {
 var (
 	poolPattern   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	secretPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,127}$`)
+	// dataClassPattern: 1 to 64 of a-z, 0-9, '-', '_', '.'.
+	dataClassPattern = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
 )
 
 // Isolation tiers a run may request.
@@ -135,17 +137,7 @@ func validateRequest(req *client.RunRequest) error {
 }
 
 // validDataClass reports whether c is a well-formed data class name.
-func validDataClass(c string) bool {
-	if c == "" || len(c) > 64 {
-		return false
-	}
-	for _, r := range c {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return false
-		}
-	}
-	return true
-}
+func validDataClass(c string) bool { return dataClassPattern.MatchString(c) }
 
 // runDataClasses are the data classes a run carries: the built-in ones,
 // then those its request declares.
